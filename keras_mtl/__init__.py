@@ -1,0 +1,32 @@
+"""keras_mtl: multi-task (multi-output) models for Keras 3.
+
+Build a model with one shared backbone and one head per task, train it with
+plain `model.fit`, weight its losses with the methods of the MTL literature.
+
+Example:
+
+>>> import keras_mtl
+>>> tasks = [keras_mtl.tasks.Regression("age", loss="mae"),
+...          keras_mtl.tasks.MulticlassClassification("ethnicity", num_classes=5)]
+>>> model = keras_mtl.build_model("MobileNetV3Small", tasks,
+...                               input_shape=(32, 32, 3), head_units=(16,))
+>>> model.compile(optimizer="adam")
+"""
+
+from keras_mtl import metrics
+from keras_mtl import tasks
+from keras_mtl import weighting
+from keras_mtl.builder import build_model
+from keras_mtl.model import MultiTaskModel
+from keras_mtl.preprocessing import ImagePreprocessing
+from keras_mtl.version import __version__
+
+__all__ = [
+    "ImagePreprocessing",
+    "MultiTaskModel",
+    "__version__",
+    "build_model",
+    "metrics",
+    "tasks",
+    "weighting",
+]

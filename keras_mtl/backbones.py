@@ -1,0 +1,208 @@
+"""Backbones: from a name or a `keras.Model` to the shared trunk.
+
+`resolve_backbone("ResNet50", input_shape, weights)` builds the
+`keras.applications` model without its classifier (`include_top=False`), so it
+maps images to a feature map, and finds the `preprocess_input` convention of its
+module so that the multi-task model can take raw 0-255 images. Any
+`keras.Model` works too: it is used as it is.
+
+Weights: `None` (random), `"imagenet"` (Keras' own download and cache, as
+`keras.applications` does it) or the path of a local `.weights.h5` file saved
+from the same architecture.
+"""
+
+import difflib
+import os
+import sys
+
+import keras
+import numpy as np
+
+from keras_mtl.preprocessing import ImagePreprocessing
+
+
+def application_names():
+    """Names of the `keras.applications` constructors, e.g. `"ResNet50"`."""
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper())
+
+
+def _application(name):
+    names = application_names()
+    by_lower = {n.lower(): n for n in names}
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in by_lower:
+        return getattr(keras.applications, by_lower[key])
+    close = difflib.get_close_matches(key, list(by_lower), n=3, cutoff=0.6)
+    hint = f" Did you mean {[by_lower[c] for c in close]}?" if close else ""
+    raise ValueError(
+        "Invalid value received for argument `backbone`. Expected the name of "
+        "a `keras.applications` model (case-insensitive) or a `keras.Model`."
+        f"{hint} Received: backbone={name!r}. Known names: {names}"
+    )
+
+
+def _reference_preprocessing(mode, x):
+    # numpy reference of each mode, used to recognise a module's convention.
+    return np.asarray(ImagePreprocessing(mode)(x))
+
+
+def preprocessing_mode(constructor):
+    """The `ImagePreprocessing` mode matching a constructor's module.
+
+    The module's `preprocess_input` is run on a probe image and compared with
+    each known convention, so new applications need no table entry.
+    """
+    module = sys.modules[constructor.__module__]
+    probe = np.random.default_rng(0).uniform(0, 255, (1, 2, 2, 3))
+    probe = probe.astype("float32")
+    expected = np.asarray(module.preprocess_input(probe.copy()))
+    for mode in ("none", "tf", "torch", "caffe"):
+        if np.allclose(_reference_preprocessing(mode, probe), expected, atol=1e-3):
+            return mode
+    raise ValueError(
+        f"Cannot recognise the `preprocess_input` convention of {module.__name__}."
+    )
+
+
+def check_input_shape(input_shape):
+    """Validates `(height, width, channels)` and returns it as a tuple."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if (
+        shape is None
+        or len(shape) != 3
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            "tuple of three positive integers (height, width, channels). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return shape
+
+
+def _check_weights(weights):
+    if weights is None or weights == "imagenet":
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "Invalid value received for argument `weights`. Expected None, "
+            f"'imagenet' or the path of a weights file. Received: weights={weights!r}"
+        )
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(
+            "Invalid value received for argument `weights`. Expected None, "
+            "'imagenet' or the path of an existing `.weights.h5` file. "
+            f"Received: weights={os.fspath(weights)!r} (no such file)"
+        )
+
+
+def _load_weights_file(model, weights, description):
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # Keras raises several types for a bad file.
+        raise ValueError(
+            "Invalid value received for argument `weights`. Expected a weights "
+            f"file saved from {description} (e.g. with `model.save_weights`). "
+            f"Received: weights={os.fspath(weights)!r}; loading failed with: {error}"
+        ) from error
+
+
+def resolve_backbone(backbone, input_shape=None, weights=None):
+    """Builds the trunk and finds its preprocessing.
+
+    Args:
+        backbone: A `keras.applications` name (case-insensitive, e.g.
+            `"MobileNetV3Small"`) or a `keras.Model` taking images.
+        input_shape: `(height, width, channels)` of the images. Optional for a
+            `keras.Model` with a fully defined input shape.
+        weights: `None`, `"imagenet"` or the path of a `.weights.h5` file.
+
+    Returns:
+        `(trunk, input_shape, preprocessing_mode)`: the trunk model (images to
+        a feature map or vector), the input shape, and the `ImagePreprocessing`
+        mode to put in front of it (`"none"` for user models).
+
+    Example:
+
+    >>> trunk, shape, mode = resolve_backbone("ResNet50", (32, 32, 3))
+    >>> mode, len(trunk.output.shape)
+    ('caffe', 4)
+    """
+    _check_weights(weights)
+    if isinstance(backbone, keras.Model):
+        return _resolve_model(backbone, input_shape, weights)
+    if not isinstance(backbone, str):
+        raise ValueError(
+            "Invalid value received for argument `backbone`. Expected a "
+            "`keras.applications` model name or a `keras.Model`. "
+            f"Received: backbone={backbone!r}"
+        )
+    constructor = _application(backbone)
+    input_shape = check_input_shape(input_shape)
+    try:
+        trunk = constructor(
+            include_top=False,
+            weights="imagenet" if weights == "imagenet" else None,
+            input_shape=input_shape,
+        )
+    except ValueError as error:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            f"shape that {constructor.__name__} accepts; it says: {error}"
+        ) from error
+    except Exception as error:  # a failed ImageNet download, mostly.
+        if weights != "imagenet":
+            raise
+        raise RuntimeError(
+            f"Could not obtain the ImageNet weights of {constructor.__name__} "
+            "through Keras' download cache (~/.keras/models). Without network "
+            "access, pass `weights=` the path of a local `.weights.h5` file. "
+            f"Cause: {error}"
+        ) from error
+    if weights not in (None, "imagenet"):
+        _load_weights_file(trunk, weights, f"{constructor.__name__}(include_top=False)")
+    _check_feature_shape(trunk, backbone)
+    return trunk, input_shape, preprocessing_mode(constructor)
+
+
+def _resolve_model(model, input_shape, weights):
+    if len(model.inputs or []) != 1:
+        raise ValueError(
+            "Invalid value received for argument `backbone`. Expected a "
+            "`keras.Model` with exactly one (image) input. Received a model "
+            f"with {len(model.inputs or [])} inputs."
+        )
+    model_shape = tuple(model.inputs[0].shape[1:])
+    if input_shape is None:
+        input_shape = model_shape
+    input_shape = check_input_shape(input_shape)
+    if any(m is not None and m != s for m, s in zip(model_shape, input_shape)):
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            f"shape compatible with the backbone's input {model_shape}. "
+            f"Received: input_shape={input_shape}"
+        )
+    if weights == "imagenet":
+        raise ValueError(
+            "Invalid value received for argument `weights`. 'imagenet' only "
+            "applies to `keras.applications` names; a `keras.Model` backbone "
+            "takes None or a weights file. Received: weights='imagenet'"
+        )
+    if weights is not None:
+        _load_weights_file(model, weights, f"the backbone model {model.name!r}")
+    _check_feature_shape(model, model.name)
+    return model, input_shape, "none"
+
+
+def _check_feature_shape(trunk, description):
+    shape = tuple(trunk.output.shape[1:]) if not isinstance(trunk.output, (list, dict)) else None
+    if shape is None or len(shape) not in (1, 3) or any(d == 0 for d in shape):
+        raise ValueError(
+            "Invalid value received for argument `backbone`. Expected a model "
+            "whose single output is a feature map (batch, height, width, "
+            f"channels) or a vector (batch, features). {description!r} gives "
+            f"{shape if shape is not None else 'several outputs'}."
+        )

@@ -1,0 +1,15 @@
+"""Embedded, offline datasets for multi-task examples, tests and benchmarks.
+
+- `shapes`: procedural scenes of circles, squares and triangles with six
+  labels (class, count, size, position, segmentation, depth).
+- `digit_pairs`: two overlapping handwritten digits (MultiMNIST-style) from
+  scikit-learn's bundled digits, labelled `left` and `right`.
+
+Importing this package imports neither TensorFlow nor TensorFlow Datasets.
+`import keras_mtl.datasets.shapes_tfds` registers the shapes data as the
+TFDS builder `"keras_mtl_shapes"`, so that
+`tfds.load("keras_mtl_shapes", data_dir=...)` builds it offline.
+"""
+
+from keras_mtl.datasets import digit_pairs
+from keras_mtl.datasets import shapes

@@ -1,0 +1,462 @@
+"""`MultiTaskModel`: one shared trunk, one head per task, one `model.fit`.
+
+The model is a Functional `keras.Model` (raw image, then `ImagePreprocessing`,
+then the trunk, then the heads) whose outputs are a dict keyed by task name.
+It knows where the shared part ends: `representation(x)` gives the trunk's
+output `z`, and `heads[name](z)` one task's prediction, which is the boundary
+gradient-level weighting methods work at.
+
+What it adds to a plain multi-output Keras model lives in `compile()` and
+`compute_loss()` / `compute_metrics()`; `fit`, `evaluate`, `predict`,
+callbacks and `.keras` saving are stock Keras:
+
+- losses and metrics come from the tasks (`"auto"`); History shows each
+  task's loss and metrics (`age_loss`, `age_mae`, `val_gender_accuracy`);
+- a missing label (see `keras_mtl.tasks`) or a per-task sample weight of 0
+  adds no loss and no metric update. A task's loss is the sum of its weighted
+  per-example losses over the number of labelled examples (pixels for dense
+  tasks), so with every label present it equals Keras' own
+  `"sum_over_batch_size"` reduction, and a batch with no label for a task
+  gives that task a loss of exactly 0;
+- the per-task losses are combined by `loss_weights` (a fixed weighted sum,
+  as Keras does) or by a `weighting=` method from `keras_mtl.weighting`.
+"""
+
+import keras
+from keras import ops
+# Keras' own helper: under tf.distribute a replica's loss is 1/N of the total.
+from keras.src.losses.loss import scale_loss_for_distribution
+from keras.src.saving import serialization_lib
+
+from keras_mtl import tasks as tasks_lib
+from keras_mtl import weighting as weighting_lib
+from keras_mtl.heads import build_head
+from keras_mtl.preprocessing import ImagePreprocessing
+from keras_mtl.weighting.base import WeightingCallback
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MultiTaskModel(keras.Model):
+    """A hard-parameter-sharing multi-task model (a "HydraNet").
+
+    Most users build it with `keras_mtl.build_model`, which also resolves
+    backbone names and weights; the constructor takes a ready trunk.
+
+    Args:
+        trunk: The shared `keras.Model`, from preprocessed images to a feature
+            map `(batch, h, w, c)` or a vector `(batch, features)`.
+        tasks: List of `keras_mtl.tasks.Task`, one head each.
+        input_shape: `(height, width, channels)` of the raw images. Defaults
+            to the trunk's input shape.
+        preprocessing: `ImagePreprocessing` mode put before the trunk.
+        head_units: Widths of the hidden layers of each head.
+        dropout: Dropout rate in the heads.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+
+    >>> import keras_mtl
+    >>> trunk = keras.Sequential([keras.Input((16, 16, 3)),
+    ...                           keras.layers.Conv2D(4, 3, strides=2)])
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     trunk, [keras_mtl.tasks.Regression("size"),
+    ...             keras_mtl.tasks.BinaryClassification("big")],
+    ...     head_units=(8,))
+    >>> sorted(model.output_names)
+    ['big', 'size']
+    """
+
+    def __init__(
+        self,
+        trunk,
+        tasks,
+        input_shape=None,
+        preprocessing="none",
+        head_units=(256,),
+        dropout=0.0,
+        **kwargs,
+    ):
+        tasks = tasks_lib.check_tasks(tasks)
+        if input_shape is None:
+            input_shape = tuple(trunk.inputs[0].shape[1:])
+        input_shape = tuple(input_shape)
+        head_units = _check_units(head_units)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(
+                "Invalid value received for argument `dropout`. Expected a "
+                f"float in [0, 1). Received: dropout={dropout!r}"
+            )
+        feature_shape = tuple(trunk.outputs[0].shape[1:])
+        dense = [t.name for t in tasks if t.kind == "dense"]
+        if dense and len(feature_shape) != 3:
+            raise ValueError(
+                "Invalid value received for argument `backbone`. Dense tasks "
+                f"{dense} need a backbone that exposes a feature map "
+                f"(batch, height, width, channels); {trunk.name!r} gives "
+                f"(batch, {', '.join(map(str, feature_shape))})."
+            )
+
+        # === Layers ===
+        preprocess = ImagePreprocessing(preprocessing, name="preprocessing")
+        heads = {
+            t.name: build_head(t, feature_shape, input_shape, head_units, dropout)
+            for t in tasks
+        }
+
+        # === Functional Model ===
+        images = keras.Input(shape=input_shape, name="image")
+        representation = trunk(preprocess(images))
+        outputs = {name: head(representation) for name, head in heads.items()}
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.trunk = trunk
+        self.preprocess = preprocess
+        self.heads = heads
+        self.tasks = tasks
+        self.image_shape = input_shape
+        self.preprocessing = preprocessing
+        self.head_units = head_units
+        self.dropout = dropout
+        self.weighting = None
+
+    # --- the shared boundary ------------------------------------------------
+    @property
+    def task_names(self):
+        return [t.name for t in self.tasks]
+
+    def representation(self, images, training=False):
+        """The shared representation `z` (the trunk's output)."""
+        return self.trunk(self.preprocess(images), training=training)
+
+    def shared_variables(self):
+        """Trainable variables of the shared trunk."""
+        return self.trunk.trainable_variables
+
+    # --- compile ----------------------------------------------------------------
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        loss_weights=None,
+        weighting=None,
+        **kwargs,
+    ):
+        """Configures the model for training.
+
+        Args:
+            optimizer: A Keras optimizer or its name; `"auto"` is Adam with
+                learning rate 1e-3.
+            loss: `"auto"` (each task's own loss) or a dict `{task: loss}`
+                overriding some of them.
+            metrics: `"auto"` (each task's metrics) or a dict
+                `{task: [metrics]}` replacing some of them.
+            loss_weights: Optional dict `{task: float}` of fixed weights
+                (default 1 each), as in Keras. Not combinable with `weighting`.
+            weighting: A `keras_mtl.weighting.Weighting` (or its registered
+                name) that combines the per-task losses; its task weights
+                are reported as `weight_<task>` metrics.
+            **kwargs: Other `keras.Model.compile` arguments (`run_eagerly`,
+                `jit_compile`, `steps_per_execution`, ...).
+        """
+        names = self.task_names
+        if "weighted_metrics" in kwargs:
+            raise ValueError(
+                "`weighted_metrics` is not supported: task metrics always use "
+                "the per-task sample weights and missing-label masks. Pass "
+                f"`metrics=` instead. Received: weighted_metrics={kwargs['weighted_metrics']!r}"
+            )
+        self._task_loss_fns = self._resolve_losses(loss)
+        self._task_metrics = self._resolve_metrics(metrics)
+        self._loss_weights = self._resolve_loss_weights(loss_weights)
+        if weighting is not None and loss_weights is not None:
+            raise ValueError(
+                "Pass either `loss_weights` or `weighting`, not both. Received: "
+                f"loss_weights={loss_weights!r}, weighting={weighting!r}"
+            )
+        self.weighting = self._resolve_weighting(weighting)
+        self._task_loss_trackers = {
+            n: keras.metrics.Mean(name=f"{n}_loss") for n in names
+        }
+        self._weight_trackers = (
+            {n: keras.metrics.Mean(name=f"weight_{n}") for n in names}
+            if self.weighting is not None
+            else {}
+        )
+        super().compile(
+            optimizer=keras.optimizers.Adam() if optimizer == "auto" else optimizer,
+            **kwargs,
+        )
+        self._compile_config = serialization_lib.SerializableDict(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            loss_weights=loss_weights,
+            weighting=weighting,
+            **kwargs,
+        )
+
+    def get_compile_config(self):
+        if self.compiled and hasattr(self, "_compile_config"):
+            return self._compile_config.serialize()
+        return {}
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used by `load_model`)."""
+        config = serialization_lib.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _check_task_keys(self, argument, value):
+        unknown = sorted(set(value) - set(self.task_names))
+        if unknown:
+            raise ValueError(
+                f"Invalid value received for argument `{argument}`. Expected "
+                f"keys among the task names {self.task_names}. Received "
+                f"unknown keys {unknown} in {argument}={value!r}"
+            )
+
+    def _resolve_losses(self, loss):
+        if loss == "auto" or loss is None:
+            loss = {}
+        if not isinstance(loss, dict):
+            raise ValueError(
+                "Invalid value received for argument `loss`. Expected 'auto' or "
+                f"a dict {{task: loss}}. Received: loss={loss!r}"
+            )
+        self._check_task_keys("loss", loss)
+        fns = {}
+        for task in self.tasks:
+            if task.name in loss:
+                task = type(task).from_config({**task.get_config(), "loss": loss[task.name]})
+            fns[task.name] = task.loss_fn()
+        return fns
+
+    def _resolve_metrics(self, metrics):
+        if metrics == "auto" or metrics is None:
+            metrics = {}
+        if not isinstance(metrics, dict):
+            raise ValueError(
+                "Invalid value received for argument `metrics`. Expected 'auto' "
+                f"or a dict {{task: [metrics]}}. Received: metrics={metrics!r}"
+            )
+        self._check_task_keys("metrics", metrics)
+        resolved = {}
+        for task in self.tasks:
+            chosen = metrics.get(task.name, task.metrics())
+            if not isinstance(chosen, (list, tuple)):
+                chosen = [chosen]
+            resolved[task.name] = [_task_metric(task.name, m) for m in chosen]
+        return resolved
+
+    def _resolve_loss_weights(self, loss_weights):
+        if loss_weights is None:
+            return {n: 1.0 for n in self.task_names}
+        if not isinstance(loss_weights, dict):
+            raise ValueError(
+                "Invalid value received for argument `loss_weights`. Expected a "
+                f"dict {{task: float}}. Received: loss_weights={loss_weights!r}"
+            )
+        self._check_task_keys("loss_weights", loss_weights)
+        for name, w in loss_weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise ValueError(
+                    "Invalid value received for argument `loss_weights`. Expected "
+                    f"non-negative floats. Received: loss_weights[{name!r}]={w!r}"
+                )
+        return {n: float(loss_weights.get(n, 1.0)) for n in self.task_names}
+
+    def _resolve_weighting(self, weighting):
+        if weighting is None:
+            return None
+        weighting = weighting_lib.get(weighting)
+        weighting.build({n: () for n in self.task_names})
+        return weighting
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        if self.compiled:
+            for name in self.task_names:
+                metrics.append(self._task_loss_trackers[name])
+                metrics.extend(self._task_metrics[name])
+            metrics.extend(self._weight_trackers.values())
+        return metrics
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if self.weighting is not None:
+            # First, so that checkpoints written at epoch end see its update.
+            callbacks.insert(0, WeightingCallback(self.weighting))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # --- labels ----------------------------------------------------------------
+    def _targets(self, y, sample_weight):
+        """Checks labels, then returns `(labels, keep, weights)` per task.
+
+        `keep` is True where a label is present and its sample weight is
+        positive; `weights` is the sample weight where kept, 0 elsewhere.
+        """
+        names = self.task_names
+        if isinstance(y, (list, tuple)) and len(y) == len(names):
+            y = dict(zip(names, y))
+        elif not isinstance(y, dict):
+            if len(names) != 1:
+                raise ValueError(
+                    "Invalid labels: expected a dict {task: labels} with keys "
+                    f"{names}. Received labels of type {type(y).__name__}."
+                )
+            y = {names[0]: y}
+        missing = sorted(set(names) - set(y))
+        unknown = sorted(set(y) - set(names))
+        if missing or unknown:
+            raise ValueError(
+                f"Invalid labels: expected a dict with exactly the task keys "
+                f"{names}. Missing keys: {missing}; unknown keys: {unknown}. "
+                "(Mark an absent label with the task's missing marker or a "
+                "sample weight of 0.)"
+            )
+        if isinstance(sample_weight, dict):
+            self._check_task_keys("sample_weight", sample_weight)
+        labels, keep, weights = {}, {}, {}
+        for task in self.tasks:
+            labels[task.name], absent = task.prepare_labels(y[task.name])
+            self._check_label_shape(task, labels[task.name], y[task.name])
+            sw = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight
+            kept = ops.logical_not(absent)
+            w = ops.cast(kept, "float32")
+            if sw is not None:
+                sw = _broadcastable(ops.cast(sw, "float32"), len(kept.shape))
+                kept = ops.logical_and(kept, ops.greater(sw, 0))
+                w = ops.where(kept, sw, 0.0)
+            keep[task.name], weights[task.name] = kept, w
+        return labels, keep, weights
+
+    def _check_label_shape(self, task, labels, original):
+        expected = task.label_shape(None, self.image_shape)
+        got = tuple(labels.shape)
+        if len(got) != len(expected) or any(
+            e is not None and g is not None and e != g for e, g in zip(expected, got)
+        ):
+            raise ValueError(
+                f"Invalid labels for task {task.name!r}: expected shape "
+                f"{('batch',) + expected[1:]} ({type(task).__name__}), received "
+                f"labels of shape {_shape_text(original)}."
+            )
+
+    # --- losses and metrics ------------------------------------------------
+    def task_losses(self, y, y_pred, sample_weight=None):
+        """Per-task losses `{task: scalar}`, missing labels masked."""
+        labels, keep, weights = self._targets(y, sample_weight)
+        losses = {}
+        for name in self.task_names:
+            values = self._task_loss_fns[name](labels[name], y_pred[name])
+            values = ops.cast(values, "float32")
+            total = ops.sum(ops.where(keep[name], values * weights[name], 0.0))
+            count = ops.sum(ops.cast(keep[name], "float32"))
+            losses[name] = ops.divide_no_nan(total, count)
+        return losses
+
+    def combine_losses(self, losses, training=False):
+        """Combines per-task losses into `(total, {task: weight})`."""
+        if self.weighting is not None:
+            return self.weighting(losses, training=training)
+        weights = self._loss_weights
+        total = ops.sum(ops.stack([weights[n] * losses[n] for n in self.task_names]))
+        return total, weights
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        losses = self.task_losses(y, y_pred, sample_weight)
+        total, weights = self.combine_losses(losses, training=training)
+        batch_size = ops.shape(next(iter(y_pred.values())))[0]
+        for name in self.task_names:
+            self._task_loss_trackers[name].update_state(losses[name], sample_weight=batch_size)
+        for name, tracker in self._weight_trackers.items():
+            tracker.update_state(weights[name])
+        total = scale_loss_for_distribution(total)
+        for extra in self.losses:
+            total = total + self._aggregate_additional_loss(extra)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels, _, weights = self._targets(y, sample_weight)
+        for name in self.task_names:
+            for metric in self._task_metrics[name]:
+                metric.update_state(labels[name], y_pred[name], sample_weight=weights[name])
+        return self.get_metrics_result()
+
+    # --- serialisation ----------------------------------------------------------
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "trunk": keras.saving.serialize_keras_object(self.trunk),
+            "tasks": [keras.saving.serialize_keras_object(t) for t in self.tasks],
+            "input_shape": list(self.image_shape),
+            "preprocessing": self.preprocessing,
+            "head_units": list(self.head_units),
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["trunk"] = keras.saving.deserialize_keras_object(
+            config["trunk"], custom_objects=custom_objects
+        )
+        config["tasks"] = [
+            keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+            for t in config["tasks"]
+        ]
+        return cls(**config)
+
+
+def _shape_text(x):
+    return tuple("batch" if d is None else d for d in ops.convert_to_tensor(x).shape)
+
+
+def _broadcastable(sample_weight, rank):
+    """Gives per-example weights `(batch,)` or `(batch, 1)` the loss's rank."""
+    if len(sample_weight.shape) > rank:
+        sample_weight = ops.reshape(sample_weight, ops.shape(sample_weight)[:rank])
+    while len(sample_weight.shape) < rank:
+        sample_weight = ops.expand_dims(sample_weight, -1)
+    return sample_weight
+
+
+def _check_units(units):
+    if isinstance(units, int) and not isinstance(units, bool):
+        units = (units,)
+    try:
+        units = tuple(units)
+    except TypeError:
+        units = None
+    if units is None or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
+    ):
+        raise ValueError(
+            "Invalid value received for argument `head_units`. Expected a tuple "
+            f"of positive integers. Received: head_units={units!r}"
+        )
+    return units
+
+
+def _task_metric(task_name, metric):
+    """A metric named `<task>_<metric>` (so History reads `age_mae`)."""
+    name = metric if isinstance(metric, str) else getattr(metric, "name", None)
+    if isinstance(metric, str):
+        metric = keras.metrics.get(metric)
+    if not isinstance(metric, keras.metrics.Metric):
+        if callable(metric) and not isinstance(metric, type):
+            return keras.metrics.MeanMetricWrapper(metric, name=f"{task_name}_{name or metric.__name__}")
+        raise ValueError(
+            "Invalid value received for argument `metrics`. Expected metric "
+            f"names, functions or `keras.metrics.Metric` instances. Received: {metric!r}"
+        )
+    config = metric.get_config()
+    config["name"] = f"{task_name}_{name}"
+    return type(metric).from_config(config)

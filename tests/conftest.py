@@ -1,0 +1,49 @@
+"""Shared test helpers: tiny trunks and data, so the suite stays fast on CPU."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_mtl  # noqa: E402
+
+
+def tiny_trunk(input_shape=(16, 16, 3), filters=4, name="tiny_trunk"):
+    """A two-layer CNN trunk (no batch norm: batch statistics would couple
+    examples, and the masking tests compare sub-batches)."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def tiny_model(tasks, input_shape=(16, 16, 3), **kwargs):
+    kwargs.setdefault("head_units", (8,))
+    return keras_mtl.build_model(tiny_trunk(input_shape), tasks, **kwargs)
+
+
+def random_labels(tasks, n, image_shape=(16, 16, 3), seed=0):
+    """Valid random labels for each task, with the shapes the model expects."""
+    rng = np.random.default_rng(seed)
+    labels = {}
+    for task in tasks:
+        shape = task.label_shape(n, image_shape)
+        if task.sparse_labels:
+            labels[task.name] = rng.integers(0, task.num_classes, shape).astype("int32")
+        elif task.activation == "sigmoid":
+            labels[task.name] = rng.integers(0, 2, shape).astype("float32")
+        else:
+            labels[task.name] = rng.normal(size=shape).astype("float32")
+    return labels
+
+
+def random_images(n, image_shape=(16, 16, 3), seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, *image_shape)).astype("float32")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)

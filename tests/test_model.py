@@ -1,0 +1,257 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mtl
+from keras_mtl import tasks as T
+from keras_mtl.datasets import shapes
+
+from conftest import random_images, random_labels, tiny_model, tiny_trunk
+
+VECTOR = [T.Regression("a"), T.BinaryClassification("b"), T.MulticlassClassification("c", 3)]
+
+
+def _losses(model, x, y, sample_weight=None):
+    y_pred = model(x, training=False)
+    return {k: float(v) for k, v in model.task_losses(y, y_pred, sample_weight).items()}
+
+
+# --- losses and metrics from the tasks ------------------------------------------
+def test_history_has_per_task_losses_and_metrics():
+    model = tiny_model(VECTOR)
+    model.compile()
+    x, y = random_images(16), random_labels(VECTOR, 16)
+    history = model.fit(x, y, validation_data=(x, y), batch_size=8, epochs=1, verbose=0)
+    expected = {
+        "loss", "a_loss", "a_mae", "a_rmse", "b_loss", "b_accuracy", "b_auc",
+        "c_loss", "c_accuracy",
+    }
+    assert expected | {f"val_{k}" for k in expected} == set(history.history)
+
+
+def test_trains_like_a_plain_keras_model_with_a_loss_dict():
+    model = tiny_model(VECTOR)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss_weights={"a": 0.5})
+    plain = keras.Model(model.inputs, model.outputs)
+    plain.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"a": "mse", "b": "binary_crossentropy", "c": "sparse_categorical_crossentropy"},
+        loss_weights={"a": 0.5, "b": 1.0, "c": 1.0},
+    )
+    x = random_images(8)
+    y = random_labels(VECTOR, 8)
+    assert np.isclose(
+        model.evaluate(x, y, verbose=0, return_dict=True)["loss"],
+        plain.evaluate(x, y, verbose=0, return_dict=True)["loss"],
+        rtol=1e-5,
+    )
+
+
+def test_loss_and_metric_overrides():
+    model = tiny_model(VECTOR)
+    model.compile(loss={"a": "mae"}, metrics={"a": ["mse"], "c": [keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")]})
+    logs = model.evaluate(random_images(8), random_labels(VECTOR, 8), verbose=0, return_dict=True)
+    assert {"a_mse", "c_top2", "b_auc"} <= set(logs) and "a_mae" not in logs
+    x, y = random_images(4), random_labels(VECTOR, 4)
+    pred = model(x)
+    assert np.isclose(_losses(model, x, y)["a"], np.mean(np.abs(y["a"] - np.asarray(pred["a"]))), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"loss": {"zzz": "mse"}}, r"argument `loss`.*unknown keys \['zzz'\]"),
+        ({"loss": "mse"}, r"argument `loss`. Expected 'auto' or a dict"),
+        ({"metrics": ["mae"]}, r"argument `metrics`"),
+        ({"loss_weights": {"a": -1.0}}, r"argument `loss_weights`.*non-negative"),
+        ({"loss_weights": {"q": 1.0}}, r"argument `loss_weights`.*unknown keys"),
+        ({"weighting": "no_such_method"}, r"argument `weighting`.*\['equal'"),
+        ({"weighting": "equal", "loss_weights": {"a": 1.0}}, r"either `loss_weights` or `weighting`"),
+        ({"weighted_metrics": ["mae"]}, r"`weighted_metrics` is not supported"),
+    ],
+)
+def test_bad_compile_arguments(kwargs, match):
+    model = tiny_model(VECTOR)
+    with pytest.raises(ValueError, match=match):
+        model.compile(**kwargs)
+
+
+# --- missing labels ----------------------------------------------------------
+def test_half_missing_labels_give_the_gradients_of_the_labelled_half():
+    model = tiny_model(VECTOR)
+    model.compile()
+    x = random_images(8)
+    y = random_labels(VECTOR, 8)
+    masked = {k: v.copy() for k, v in y.items()}
+    masked["a"][4:] = np.nan
+    masked["b"][4:] = -1
+    masked["c"][4:] = -1
+
+    def grads(x, y, sample_weight=None):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            loss = model.compute_loss(x, y, pred, sample_weight)
+        return [np.asarray(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+    expected = grads(x[:4], {k: v[:4] for k, v in y.items()})
+    for got in (
+        grads(x, masked),  # missing markers
+        grads(x, y, {k: np.r_[np.ones(4), np.zeros(4)] for k in y}),  # zero sample weights
+    ):
+        for e, g in zip(expected, got):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_a_task_without_labels_in_the_batch_has_loss_zero():
+    model = tiny_model(VECTOR + [T.Segmentation("s", 3), T.DenseRegression("d")])
+    model.compile()
+    y = random_labels(model.tasks, 4)
+    y["a"][:] = np.nan
+    y["s"][:] = -1
+    y["d"][:] = np.nan
+    losses = _losses(model, random_images(4), y)
+    assert losses["a"] == losses["s"] == losses["d"] == 0.0
+    assert losses["b"] > 0 and losses["c"] > 0
+    history = model.fit(random_images(4), y, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+
+
+def test_missing_labels_are_left_out_of_metrics():
+    model = tiny_model([T.Regression("a")])
+    model.compile()
+    x = random_images(4)
+    pred = np.asarray(model.predict(x, verbose=0)["a"])[:, 0]
+    y = np.array([pred[0] + 1.0, np.nan, pred[2] - 3.0, np.nan], "float32")
+    logs = model.evaluate(x, {"a": y}, verbose=0, return_dict=True)
+    assert np.isclose(logs["a_mae"], 2.0, rtol=1e-4)
+
+
+# --- bad labels at fit time ------------------------------------------------
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda y: y.pop("b"), r"Missing keys: \['b'\]"),
+        (lambda y: y.update(zzz=np.zeros(8)), r"unknown keys: \['zzz'\]"),
+        (lambda y: y.update(a=np.zeros((8, 3), "float32")), r"task 'a': expected shape \('batch', 1\).*\('batch', 3\)"),
+        (lambda y: y.update(c=np.zeros((8, 3), "int32")), r"task 'c': expected shape \('batch',\)"),
+    ],
+)
+def test_bad_labels_fail_at_fit_start(change, match):
+    model = tiny_model(VECTOR)
+    model.compile()
+    y = random_labels(VECTOR, 8)
+    change(y)
+    with pytest.raises(ValueError, match=match):
+        model.fit(random_images(8), y, epochs=1, verbose=0)
+
+
+def test_dense_label_shape_must_match_the_image():
+    model = tiny_model([T.Segmentation("s", 3)])
+    model.compile()
+    with pytest.raises(ValueError, match=r"task 's': expected shape \('batch', 16, 16\)"):
+        model.fit(random_images(2), {"s": np.zeros((2, 8, 8), "int32")}, verbose=0)
+
+
+# --- every task kind learns on the shapes data --------------------------------
+SHAPES_TASKS = [
+    T.MulticlassClassification("shape", 3, class_names=list(shapes.CLASS_NAMES)),
+    T.Regression("size"),
+    T.Regression("position", units=2),
+    T.BinaryClassification("single"),
+    T.MultilabelClassification("present", num_labels=3),
+    T.Segmentation("segmentation", shapes.NUM_SEGMENTATION_CLASSES),
+    T.DenseRegression("depth"),
+]
+
+
+def _shapes_data(n=64, size=32):
+    images, labels = shapes.generate("train", n, image_size=size, seed=3)
+    labels = {k: labels[k] for k in ("shape", "size", "position", "segmentation", "depth")}
+    labels["single"] = (shapes.generate("train", n, image_size=size, seed=3)[1]["count"] == 1).astype("float32")
+    seg = labels["segmentation"]
+    labels["present"] = np.stack([(seg == c + 1).any(axis=(1, 2)) for c in range(3)], -1).astype("float32")
+    return images, labels
+
+
+@pytest.mark.parametrize("task", SHAPES_TASKS, ids=lambda t: t.name)
+def test_every_task_kind_learns_on_shapes(task):
+    images, labels = _shapes_data()
+    model = keras_mtl.build_model(tiny_trunk((32, 32, 3), filters=8), [task], head_units=(16,))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    y = {task.name: labels[task.name]}
+    before = model.evaluate(images, y, verbose=0, return_dict=True)["loss"]
+    model.fit(images, y, batch_size=16, epochs=8, verbose=0)
+    after = model.evaluate(images, y, verbose=0, return_dict=True)["loss"]
+    assert after < 0.9 * before, (before, after)
+
+
+# --- saving ---------------------------------------------------------------
+def test_keras_round_trip_with_safe_mode(tmp_path):
+    tasks = VECTOR + [T.Segmentation("s", 3), T.DenseRegression("d")]
+    model = tiny_model(tasks, dropout=0.1)
+    model.compile(loss={"a": "huber"}, weighting="equal")
+    x, y = random_images(8), random_labels(tasks, 8)
+    model.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(restored, keras_mtl.MultiTaskModel)
+    assert json.dumps(restored.get_config()) == json.dumps(model.get_config())
+    assert restored.get_compile_config() == model.get_compile_config()
+    assert [t.get_config() for t in restored.tasks] == [t.get_config() for t in tasks]
+    a, b = model.predict(x, verbose=0), restored.predict(x, verbose=0)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-6)
+    # Compiled on load: it evaluates and keeps training with no compile() call.
+    np.testing.assert_allclose(
+        model.evaluate(x, y, verbose=0), restored.evaluate(x, y, verbose=0), rtol=1e-5
+    )
+    restored.fit(x, y, epochs=1, verbose=0)
+
+
+def test_the_issue_example_with_a_keras_application(tmp_path):
+    """The foundation issue's example, end to end, on MobileNetV3Small."""
+    tasks = [T.Regression("age", loss="mae"), T.BinaryClassification("gender"),
+             T.MulticlassClassification("ethnicity", num_classes=5)]
+    model = keras_mtl.build_model("MobileNetV3Small", tasks, input_shape=(64, 64, 3), weights=None, head_units=(16,))
+    model.compile(optimizer="adam")
+    x = random_images(8, (64, 64, 3))
+    y = random_labels(tasks, 8, (64, 64, 3))
+    y["age"] = np.abs(y["age"]) * 30
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    history = model.fit(train, validation_data=train, epochs=1, verbose=0)
+    assert {"age_mae", "val_gender_accuracy", "ethnicity_loss"} <= set(history.history)
+    path = str(tmp_path / "hydra.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(model.predict(x, verbose=0)["age"], restored.predict(x, verbose=0)["age"], atol=1e-5)
+
+
+def test_frozen_backbone_trains_only_heads():
+    model = keras_mtl.build_model(tiny_trunk(), VECTOR, trainable_backbone=False, head_units=(4,))
+    assert not model.trunk.trainable_variables
+    assert model.trainable_variables
+    with pytest.raises(ValueError, match="trainable_backbone"):
+        keras_mtl.build_model(tiny_trunk(), VECTOR, trainable_backbone="yes")
+
+
+def test_representation_is_the_shared_boundary():
+    model = tiny_model(VECTOR)
+    x = random_images(2)
+    z = model.representation(x)
+    direct = model(x)
+    np.testing.assert_allclose(model.heads["a"](z), direct["a"], atol=1e-6)
+    assert model.shared_variables() == model.trunk.trainable_variables
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"head_units": (0,)}, "head_units"), ({"dropout": 1.0}, "dropout"), ({"tasks": []}, "tasks")],
+)
+def test_bad_builder_arguments(kwargs, match):
+    arguments = {"tasks": VECTOR, **kwargs}
+    with pytest.raises(ValueError, match=rf"argument `{match}`"):
+        keras_mtl.build_model(tiny_trunk(), **arguments)
