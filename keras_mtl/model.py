@@ -28,6 +28,7 @@ from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.saving import serialization_lib
 
+from keras_mtl import gradients
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.heads import build_head
@@ -272,8 +273,32 @@ class MultiTaskModel(keras.Model):
         if weighting is None:
             return None
         weighting = weighting_lib.get(weighting)
+        if weighting.level == "gradient":
+            self._check_gradient_weighting(weighting)
         weighting.build({n: () for n in self.task_names})
         return weighting
+
+    def _check_gradient_weighting(self, weighting):
+        """Gradient-level methods need what `keras_mtl.gradients` supports."""
+        problem = None
+        if keras.backend.backend() != "tensorflow":
+            problem = f"the {keras.backend.backend()!r} backend (TensorFlow only for now)"
+        elif keras.mixed_precision.dtype_policy().name != "float32":
+            problem = f"the dtype policy {keras.mixed_precision.dtype_policy().name!r} (float32 only for now)"
+        elif gradients.num_replicas() > 1:
+            problem = f"a distribution strategy with {gradients.num_replicas()} replicas (one only for now)"
+        else:
+            shared = {id(v) for v in self.trunk.trainable_variables}
+            shared |= {id(v) for h in self.heads.values() for v in h.trainable_variables}
+            others = [v.path for v in self.trainable_variables if id(v) not in shared]
+            if others:
+                problem = f"trainable variables outside the trunk and heads: {others}"
+        if problem:
+            raise ValueError(
+                "Invalid value received for argument `weighting`. Gradient-level "
+                f"method {type(weighting).__name__} cannot run with {problem}. "
+                "Use a loss-level method instead."
+            )
 
     @property
     def metrics(self):
@@ -372,15 +397,23 @@ class MultiTaskModel(keras.Model):
     ):
         losses = self.task_losses(y, y_pred, sample_weight)
         total, weights = self.combine_losses(losses, training=training)
-        batch_size = ops.shape(next(iter(y_pred.values())))[0]
-        for name in self.task_names:
-            self._task_loss_trackers[name].update_state(losses[name], sample_weight=batch_size)
-        for name, tracker in self._weight_trackers.items():
-            tracker.update_state(weights[name])
+        self.track_losses(losses, weights, ops.shape(next(iter(y_pred.values())))[0])
         total = scale_loss_for_distribution(total)
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
         return total
+
+    def track_losses(self, losses, weights, batch_size):
+        """Updates the `<task>_loss` and `weight_<task>` metrics."""
+        for name in self.task_names:
+            self._task_loss_trackers[name].update_state(losses[name], sample_weight=batch_size)
+        for name, tracker in self._weight_trackers.items():
+            tracker.update_state(weights[name])
+
+    def train_step(self, data):
+        if self.weighting is not None and self.weighting.level == "gradient":
+            return gradients.train_step(self, data)
+        return super().train_step(data)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels, _, weights = self._targets(y, sample_weight)

@@ -1,0 +1,111 @@
+"""`GradientWeighting`: the base class of gradient-level MTL methods.
+
+Loss-level methods only see the task losses. Gradient-level methods (MGDA,
+PCGrad, CAGrad, ...) see each task's gradient and combine them into one
+update. `MultiTaskModel` computes the per-task gradients (`keras_mtl.gradients`)
+in one of two modes, chosen by the method's `mode` argument:
+
+- `"params"`: exact gradients of each task loss w.r.t. the shared (trunk)
+  variables, flattened: `grads` has shape `(T, P)`.
+- `"representation"`: gradients w.r.t. the shared representation `z`, the
+  trunk's output: `grads` has shape `(T, batch, *z.shape[1:])`. The combined
+  gradient is then back-propagated once through the trunk (the MGDA-UB trick
+  of Sener & Koltun 2018), so the step costs about as much as plain training.
+
+Task heads are always updated with their own task's gradient.
+
+Most methods return a linear combination `Σ_i w_i g_i` whose coefficients
+depend only on the Gram matrix `G Gᵀ` of the task gradients; they implement
+`gram_weights(gram, losses, labelled, training)`. Others override
+`combine(grads, losses, training)`.
+
+A task with no label in the batch has loss 0 and gradient 0; `labelled`
+(a boolean vector) tells methods which tasks to combine in that step.
+"""
+
+import keras
+from keras import ops
+
+from keras_mtl.weighting.base import Weighting
+
+MODES = ("params", "representation")
+
+
+class GradientWeighting(Weighting):
+    """Base class of methods that combine per-task gradients.
+
+    Args:
+        mode: `"params"` (exact gradients of the shared variables) or
+            `"representation"` (gradients at the shared representation).
+            Each method lists the modes it supports in `supported_modes`.
+        **kwargs: Base layer arguments.
+    """
+
+    level = "gradient"
+    #: Modes this method supports; subclasses narrow it and say why.
+    supported_modes = MODES
+
+    def __init__(self, mode="params", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.supported_modes:
+            raise ValueError(
+                f"Invalid value received for argument `mode`. {type(self).__name__} "
+                f"supports {self.supported_modes}. Received: mode={mode!r}"
+            )
+        self.mode = mode
+
+    def build(self, losses_shape):
+        super().build(losses_shape)
+        # The weights of the last training step: evaluate() reports
+        # Σ w_i L_i with them, and they are saved with the model.
+        self.task_weights = self.add_weight(
+            name="task_weights",
+            shape=(len(self.task_names),),
+            initializer="ones",
+            trainable=False,
+        )
+
+    def combine(self, grads, losses, training=True):
+        """Combines per-task gradients.
+
+        Args:
+            grads: `(T, ...)` tensor of per-task gradients (see the module
+                docstring for the two modes' shapes).
+            losses: `{task: scalar}` per-task losses of the step.
+            training: Whether this is a training step (state may update).
+
+        Returns:
+            `(combined, weights)`: the combined gradient, shaped like one
+            task's gradient `grads[0]`, and the `(T,)` task weights.
+        """
+        vector = self.stack(losses)
+        flat = ops.reshape(grads, (len(self.task_names), -1))
+        gram = ops.matmul(flat, ops.transpose(flat))
+        weights = self.gram_weights(gram, vector, self.labelled(vector), training)
+        weights = ops.cast(ops.stop_gradient(weights), grads.dtype)
+        combined = ops.tensordot(weights, grads, axes=1)
+        if training:
+            self.task_weights.assign(weights)
+        return combined, weights
+
+    def gram_weights(self, gram, losses, labelled, training):
+        """Weights `(T,)` of the combination `Σ_i w_i g_i`, from `G Gᵀ`.
+
+        Args:
+            gram: `(T, T)` Gram matrix of the task gradients.
+            losses: `(T,)` task losses.
+            labelled: `(T,)` booleans, False for tasks without labels in
+                the batch (their gradient is 0).
+            training: Whether this is a training step.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `gram_weights` or `combine`."
+        )
+
+    def call(self, losses, training=False):
+        # Outside training steps (evaluate), the loss is reported with the
+        # weights of the last training step.
+        return self.weighted_sum(losses, self.task_weights)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

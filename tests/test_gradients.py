@@ -1,0 +1,93 @@
+"""The gradient-level training step (keras_mtl.gradients)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import tasks as T
+from keras_mtl.weighting.gradient_base import GradientWeighting
+
+from conftest import random_images, random_labels, tiny_model
+
+TASKS = [T.Regression("a"), T.BinaryClassification("b"), T.Segmentation("s", 3)]
+
+
+class SumOfGradients(GradientWeighting):
+    """Σ g_i: must train exactly like the plain sum of losses."""
+
+    def gram_weights(self, gram, losses, labelled, training):
+        return ops.ones_like(losses)
+
+
+class Recorder(GradientWeighting):
+    """Keeps the last Gram matrix, to check what the step hands over."""
+
+    def build(self, shape):
+        super().build(shape)
+        n = len(self.task_names)
+        self.gram = self.add_weight(name="gram", shape=(n, n), initializer="zeros", trainable=False)
+
+    def gram_weights(self, gram, losses, labelled, training):
+        self.gram.assign(gram)
+        return ops.ones_like(losses)
+
+
+def _data(n=8):
+    x, y = random_images(n), random_labels(TASKS, n)
+    y["a"][: n // 2] = np.nan  # partial labels on the way
+    return x, y
+
+
+def _trained(weighting, epochs=2):
+    keras.utils.set_random_seed(1)
+    model = tiny_model(TASKS)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=weighting)
+    x, y = _data()
+    history = model.fit(x, y, batch_size=4, epochs=epochs, shuffle=False, verbose=0)
+    return model, history
+
+
+@pytest.mark.parametrize("mode", ["params", "representation"])
+def test_sum_of_gradients_equals_the_plain_sum_of_losses(mode):
+    reference, ref_history = _trained("equal")
+    model, history = _trained(SumOfGradients(mode=mode))
+    for a, b in zip(reference.trainable_variables, model.trainable_variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+    for key in ("loss", "a_loss", "s_pixel_accuracy", "weight_b"):
+        np.testing.assert_allclose(ref_history.history[key], history.history[key], rtol=1e-4)
+
+
+def test_params_mode_gram_is_that_of_the_trunk_gradients():
+    import tensorflow as tf
+
+    weighting = Recorder(mode="params")
+    model = tiny_model(TASKS)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), weighting=weighting)
+    x, y = _data(4)
+    with tf.GradientTape(persistent=True) as tape:
+        losses = model.task_losses(y, model(x, training=True))
+    flat = np.stack([
+        np.concatenate([np.ravel(g) for g in tape.gradient(losses[n], model.trunk.trainable_variables)])
+        for n in model.task_names
+    ])
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(np.asarray(weighting.gram), flat @ flat.T, rtol=1e-4, atol=1e-8)
+
+
+def test_unsupported_mode_is_a_clear_error():
+    class RepresentationOnly(SumOfGradients):
+        supported_modes = ("representation",)
+
+    with pytest.raises(ValueError, match=r"argument `mode`.*supports \('representation',\).*mode='params'"):
+        RepresentationOnly(mode="params")
+
+
+def test_mixed_precision_is_refused_at_compile():
+    model = tiny_model(TASKS)
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        with pytest.raises(ValueError, match=r"argument `weighting`.*mixed_float16"):
+            model.compile(weighting=SumOfGradients())
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
