@@ -285,8 +285,6 @@ class MultiTaskModel(keras.Model):
             problem = f"the {keras.backend.backend()!r} backend (TensorFlow only for now)"
         elif keras.mixed_precision.dtype_policy().name != "float32":
             problem = f"the dtype policy {keras.mixed_precision.dtype_policy().name!r} (float32 only for now)"
-        elif gradients.num_replicas() > 1:
-            problem = f"a distribution strategy with {gradients.num_replicas()} replicas (one only for now)"
         else:
             shared = {id(v) for v in self.trunk.trainable_variables}
             shared |= {id(v) for h in self.heads.values() for v in h.trainable_variables}
@@ -372,17 +370,22 @@ class MultiTaskModel(keras.Model):
             )
 
     # --- losses and metrics ------------------------------------------------
-    def task_losses(self, y, y_pred, sample_weight=None):
-        """Per-task losses `{task: scalar}`, missing labels masked."""
+    def task_loss_terms(self, y, y_pred, sample_weight=None):
+        """Per-task `(sums, counts)`: summed weighted losses of the labelled
+        examples (pixels) and how many there are, before the division."""
         labels, keep, weights = self._targets(y, sample_weight)
-        losses = {}
+        sums, counts = {}, {}
         for name in self.task_names:
             values = self._task_loss_fns[name](labels[name], y_pred[name])
             values = ops.cast(values, "float32")
-            total = ops.sum(ops.where(keep[name], values * weights[name], 0.0))
-            count = ops.sum(ops.cast(keep[name], "float32"))
-            losses[name] = ops.divide_no_nan(total, count)
-        return losses
+            sums[name] = ops.sum(ops.where(keep[name], values * weights[name], 0.0))
+            counts[name] = ops.sum(ops.cast(keep[name], "float32"))
+        return sums, counts
+
+    def task_losses(self, y, y_pred, sample_weight=None):
+        """Per-task losses `{task: scalar}`, missing labels masked."""
+        sums, counts = self.task_loss_terms(y, y_pred, sample_weight)
+        return {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
 
     def combine_losses(self, losses, training=False):
         """Combines per-task losses into `(total, {task: weight})`."""

@@ -65,14 +65,21 @@ class GradientWeighting(Weighting):
             trainable=False,
         )
 
-    def combine(self, grads, losses, training=True):
+    def combine(self, grads, losses, training=True, cross_replica_sum=None):
         """Combines per-task gradients.
 
         Args:
             grads: `(T, ...)` tensor of per-task gradients (see the module
                 docstring for the two modes' shapes).
-            losses: `{task: scalar}` per-task losses of the step.
+            losses: `{task: scalar}` per-task losses of the step (global
+                values under `tf.distribute`).
             training: Whether this is a training step (state may update).
+            cross_replica_sum: Under `tf.distribute` in representation mode,
+                a function summing a tensor over replicas: each replica holds
+                the gradients of its own examples, so batch-level quantities
+                (the Gram matrix, sums over the batch) must be summed across
+                replicas before they decide the weights. `None` otherwise
+                (in params mode the gradients are already global).
 
         Returns:
             `(combined, weights)`: the combined gradient, shaped like one
@@ -81,6 +88,8 @@ class GradientWeighting(Weighting):
         vector = self.stack(losses)
         flat = ops.reshape(grads, (len(self.task_names), -1))
         gram = ops.matmul(flat, ops.transpose(flat))
+        if cross_replica_sum is not None:
+            gram = cross_replica_sum(gram)
         weights = self.gram_weights(gram, vector, self.labelled(vector), training)
         weights = ops.cast(ops.stop_gradient(weights), grads.dtype)
         combined = ops.tensordot(weights, grads, axes=1)
