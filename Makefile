@@ -5,6 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
+JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
+	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
+	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
+	tests/test_weighting_famo.py
+
 .PHONY: install test test-slow demo bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -17,6 +22,8 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest keras_mtl tests -m "not slow"
+	# Loss-level weighting is backend-agnostic: run its tests on JAX too.
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 test-slow: install
 	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: no slow test collected

@@ -13,6 +13,7 @@ Example:
 >>> model.compile(optimizer="adam")
 """
 
+from keras_mtl import callbacks
 from keras_mtl import metrics
 from keras_mtl import tasks
 from keras_mtl import weighting
@@ -26,6 +27,7 @@ __all__ = [
     "MultiTaskModel",
     "__version__",
     "build_model",
+    "callbacks",
     "metrics",
     "tasks",
     "weighting",

@@ -275,7 +275,14 @@ class MultiTaskModel(keras.Model):
         weighting = weighting_lib.get(weighting)
         if weighting.level == "gradient":
             self._check_gradient_weighting(weighting)
-        weighting.build({n: () for n in self.task_names})
+        if weighting.task_names is None:  # not built yet (or just deserialised)
+            weighting.build({n: () for n in self.task_names})
+        elif list(weighting.task_names) != self.task_names:
+            raise ValueError(
+                "Invalid value received for argument `weighting`. It was built "
+                f"for the tasks {weighting.task_names}; this model has "
+                f"{self.task_names}. Pass a new instance."
+            )
         return weighting
 
     def _check_gradient_weighting(self, weighting):
@@ -413,10 +420,11 @@ class MultiTaskModel(keras.Model):
         for name, tracker in self._weight_trackers.items():
             tracker.update_state(weights[name])
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # JAX's trainer passes (state, data); TensorFlow and torch pass (data,).
         if self.weighting is not None and self.weighting.level == "gradient":
-            return gradients.train_step(self, data)
-        return super().train_step(data)
+            return gradients.train_step(self, *args)
+        return super().train_step(*args)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels, _, weights = self._targets(y, sample_weight)

@@ -2,17 +2,83 @@
 
 `get("equal")` returns a method from its name or alias (case-insensitive);
 `names()` lists them.
+
+Loss-level methods, one per file, each citing its paper:
+
+| name (aliases)                    | class                  | weights                          |
+| --------------------------------- | ---------------------- | -------------------------------- |
+| equal                             | `Equal`                | 1 each                           |
+| static                            | `Static`               | given; `LossWeightScheduler`     |
+| inverse_size                      | `InverseSize`          | ∝ 1 / labelled examples, sum T   |
+| uncertainty (uw)                  | `Uncertainty`          | learned log-variances            |
+| dynamic_weight_average (dwa)      | `DynamicWeightAverage` | ratio of last two epoch losses   |
+| random_loss_weighting (rlw)       | `RandomLossWeighting`  | softmax of N(0, 1) draws, sum 1  |
+| geometric_loss (gls)              | `GeometricLoss`        | geometric mean of the losses     |
+| famo                              | `FAMO`                 | adaptive logits, sum 1           |
+
+Every method reports the weight it gives each task as the `weight_<task>`
+metric. A task with no label in a batch has loss 0 and is left out of the
+step: methods whose weights are state (`Static`, `InverseSize`,
+`Uncertainty`, `DynamicWeightAverage`) report that state, the others (whose
+weights depend on the step's losses or draws) report 0 for it.
 """
 
 import keras
 
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from keras_mtl.weighting.equal import Equal
+from keras_mtl.weighting.famo import FAMO
+from keras_mtl.weighting.geometric_loss import GeometricLoss
+from keras_mtl.weighting.inverse_size import InverseSize
+from keras_mtl.weighting.inverse_size import count_labels
+from keras_mtl.weighting.random_loss_weighting import RandomLossWeighting
+from keras_mtl.weighting.static import Static
+from keras_mtl.weighting.uncertainty import Uncertainty
+
+#: Short aliases from the literature (also in REGISTRY, lower case).
+DWA = DynamicWeightAverage
+RLW = RandomLossWeighting
+GLS = GeometricLoss
 
 #: name (lower case) -> class. Aliases point at the same class.
 REGISTRY = {
     "equal": Equal,
+    "static": Static,
+    "inverse_size": InverseSize,
+    "inversesize": InverseSize,
+    "uncertainty": Uncertainty,
+    "uw": Uncertainty,
+    "dynamic_weight_average": DynamicWeightAverage,
+    "dynamicweightaverage": DynamicWeightAverage,
+    "dwa": DynamicWeightAverage,
+    "random_loss_weighting": RandomLossWeighting,
+    "randomlossweighting": RandomLossWeighting,
+    "rlw": RandomLossWeighting,
+    "geometric_loss": GeometricLoss,
+    "geometricloss": GeometricLoss,
+    "gls": GeometricLoss,
+    "famo": FAMO,
 }
+
+__all__ = [
+    "DWA",
+    "DynamicWeightAverage",
+    "Equal",
+    "FAMO",
+    "GLS",
+    "GeometricLoss",
+    "InverseSize",
+    "RLW",
+    "RandomLossWeighting",
+    "REGISTRY",
+    "Static",
+    "Uncertainty",
+    "Weighting",
+    "count_labels",
+    "get",
+    "names",
+]
 
 
 def names():
@@ -26,7 +92,9 @@ def get(identifier):
     Example:
 
     >>> get("equal")
-    <Equal name=equal, built=False>
+    <Equal name=equal..., built=False>
+    >>> type(get("DWA")).__name__
+    'DynamicWeightAverage'
     """
     if isinstance(identifier, Weighting):
         return identifier

@@ -64,6 +64,12 @@ class Weighting(keras.layers.Layer):
         """Records the task names; `losses_shape` is `{task: ()}`."""
         self.task_names = list(losses_shape)
 
+    def build_from_config(self, config):
+        # Deserialising a saved compile config must not build the weighting:
+        # `MultiTaskModel.compile` builds it right after, with the model's task
+        # names, and a second `build` would create its variables twice.
+        pass
+
     def check_task_keys(self, argument, mapping, require_all=True):
         """Raises a `ValueError` unless `mapping`'s keys are task names
         (all of them when `require_all`)."""
@@ -84,6 +90,13 @@ class Weighting(keras.layers.Layer):
         the batch; methods leave such tasks out of that step.
         """
         return ops.greater(vector, 0.0)
+
+    def __call__(self, losses, *args, **kwargs):
+        # Keras' Layer refuses Python numbers in its positional input; accept
+        # them (doctests, custom loops) as float32 tensors.
+        if isinstance(losses, dict):
+            losses = {k: ops.convert_to_tensor(v, "float32") for k, v in losses.items()}
+        return super().__call__(losses, *args, **kwargs)
 
     def stack(self, losses):
         """The losses as a vector, in task order."""
