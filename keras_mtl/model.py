@@ -328,7 +328,27 @@ class MultiTaskModel(keras.Model):
 
         `keep` is True where a label is present and its sample weight is
         positive; `weights` is the sample weight where kept, 0 elsewhere.
+        Within one train/test step, Keras calls `compute_loss` then
+        `compute_metrics` with the same `y` and `sample_weight` objects: the
+        second call reuses the first one's result, so the masks are built
+        once per step.
         """
+        cache = getattr(self, "_step_targets", None)
+        if cache is None:
+            return self._prepare_targets(y, sample_weight)
+        if not cache or cache[0] is not y or cache[1] is not sample_weight:
+            cache[:] = [y, sample_weight, self._prepare_targets(y, sample_weight)]
+        return cache[2]
+
+    def _in_step(self, step, *args):
+        # A plain attribute (not tracked by Keras), alive for one step only.
+        object.__setattr__(self, "_step_targets", [])
+        try:
+            return step(*args)
+        finally:
+            object.__setattr__(self, "_step_targets", None)
+
+    def _prepare_targets(self, y, sample_weight):
         names = self.task_names
         if isinstance(y, (list, tuple)) and len(y) == len(names):
             y = dict(zip(names, y))
@@ -423,8 +443,11 @@ class MultiTaskModel(keras.Model):
     def train_step(self, *args):
         # JAX's trainer passes (state, data); TensorFlow and torch pass (data,).
         if self.weighting is not None and self.weighting.level == "gradient":
-            return gradients.train_step(self, *args)
-        return super().train_step(*args)
+            return self._in_step(gradients.train_step, self, *args)
+        return self._in_step(super().train_step, *args)
+
+    def test_step(self, *args):
+        return self._in_step(super().test_step, *args)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels, _, weights = self._targets(y, sample_weight)

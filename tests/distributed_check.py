@@ -31,7 +31,7 @@ class NormalisedGradients(GradientWeighting):
 def make_weighting(method, mode):
     if method == "normalised":
         return NormalisedGradients(mode=mode)
-    return keras_mtl.weighting.get({"class_name": method, "config": {"mode": mode}, "module": None, "registered_name": f"keras_mtl>{method}"})
+    return keras_mtl.weighting.REGISTRY[method](mode=mode)
 
 
 def trunk():

@@ -1,0 +1,81 @@
+"""Tests of the `keras-mtl` command line."""
+
+import json
+
+import keras
+import pytest
+
+from keras_mtl import cli
+
+
+def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys):
+    assert cli.main(["demo", "--quick", "--output", str(tmp_path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "Δm = " in out
+    assert "| task " in out
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert any(line.startswith("Δm = ") for line in report.splitlines())
+    for task in ("shape", "size", "segmentation", "depth"):
+        assert f"| {task} " in report
+    with open(tmp_path / "learning_curves.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert set(results["mtl"]) == set(results["stl"]) == {
+        "shape", "size", "segmentation", "depth"
+    }
+    assert results["mtl"]["segmentation"].keys() == {"pixel_accuracy", "miou"}
+    assert isinstance(results["delta_m"], float)
+    assert results["settings"]["epochs"] == 1 and results["settings"]["quick"] is True
+
+    model = keras.models.load_model(tmp_path / "hydranet.keras")
+    assert sorted(model.output_names) == ["depth", "segmentation", "shape", "size"]
+
+
+@pytest.mark.parametrize(
+    "argv, argument",
+    [
+        (["demo", "--epochs", "0"], "--epochs"),
+        (["demo", "--examples", "many"], "--examples"),
+        (["demo", "--image-size", "8"], "--image-size"),
+        (["demo", "--verbose", "3"], "--verbose"),
+    ],
+)
+def test_bad_argument_exits_2_naming_it(argv, argument, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+    assert f"argument {argument}" in capsys.readouterr().err
+
+
+def test_epochs_error_says_expected_and_received(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--epochs", "0"])
+    assert "Expected an integer >= 1. Received: '0'" in capsys.readouterr().err
+
+
+def test_unknown_backbone_suggests_close_names(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["demo", "--backbone", "MobileNetV3Smal"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --backbone" in err and "MobileNetV3Small" in err
+
+
+def test_command_is_required(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main([])
+    assert raised.value.code == 2
+    assert "command" in capsys.readouterr().err
+
+
+def test_quick_fills_only_what_is_not_given():
+    args = cli.build_parser().parse_args(["demo", "--quick", "--epochs", "3"])
+    assert args.quick and args.epochs == 3 and args.examples is None
+
+
+def test_small_cnn_takes_raw_images():
+    trunk = cli.small_cnn((32, 32, 3))
+    assert trunk.output.shape == (None, 4, 4, 96)
+    assert trunk.layers[1].name == "rescale"
