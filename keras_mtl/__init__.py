@@ -14,6 +14,7 @@ Example:
 """
 
 from keras_mtl import callbacks
+from keras_mtl import data
 from keras_mtl import metrics
 from keras_mtl import tasks
 from keras_mtl import weighting
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "build_model",
     "callbacks",
+    "data",
     "metrics",
     "tasks",
     "weighting",

@@ -120,5 +120,5 @@ def train_step(model, data):
     total = ops.sum(weights * weighting.stack(global_losses)) + extra * replicas
     batch_size = tf.shape(z)[0]
     model._loss_tracker.update_state(total, sample_weight=batch_size)
-    model.track_losses(global_losses, weighting.unstack(weights), batch_size)
+    model.track_losses(global_losses, weighting.unstack(weights), weighting.unstack(counts))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

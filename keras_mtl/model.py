@@ -29,6 +29,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.saving import serialization_lib
 
 from keras_mtl import gradients
+from keras_mtl.data import SourceValidation
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.heads import build_head
@@ -105,7 +106,8 @@ class MultiTaskModel(keras.Model):
         }
 
         # === Functional Model ===
-        images = keras.Input(shape=input_shape, name="image")
+        # The trunk's dtype: float images, or token ids / strings for text.
+        images = keras.Input(shape=input_shape, dtype=trunk.inputs[0].dtype, name="image")
         representation = trunk(preprocess(images))
         outputs = {name: head(representation) for name, head in heads.items()}
         super().__init__(inputs=images, outputs=outputs, **kwargs)
@@ -315,12 +317,21 @@ class MultiTaskModel(keras.Model):
             metrics.extend(self._weight_trackers.values())
         return metrics
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
         callbacks = list(callbacks or [])
+        if isinstance(validation_data, dict):
+            # {source: dataset}: evaluated source by source at epoch end
+            # (`val_<source>_<task>_<metric>`), before any callback that may
+            # monitor those keys, as Keras' own validation is.
+            callbacks.insert(0, SourceValidation(
+                validation_data, frequency=kwargs.pop("validation_freq", 1)))
+            validation_data = None
         if self.weighting is not None:
             # First, so that checkpoints written at epoch end see its update.
             callbacks.insert(0, WeightingCallback(self.weighting))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        return super().fit(
+            *args, callbacks=callbacks, validation_data=validation_data, **kwargs
+        )
 
     # --- labels ----------------------------------------------------------------
     def _targets(self, y, sample_weight):
@@ -425,18 +436,25 @@ class MultiTaskModel(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        losses = self.task_losses(y, y_pred, sample_weight)
+        sums, counts = self.task_loss_terms(y, y_pred, sample_weight)
+        losses = {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
         total, weights = self.combine_losses(losses, training=training)
-        self.track_losses(losses, weights, ops.shape(next(iter(y_pred.values())))[0])
+        self.track_losses(losses, weights, counts)
         total = scale_loss_for_distribution(total)
         for extra in self.losses:
             total = total + self._aggregate_additional_loss(extra)
         return total
 
-    def track_losses(self, losses, weights, batch_size):
-        """Updates the `<task>_loss` and `weight_<task>` metrics."""
+    def track_losses(self, losses, weights, counts):
+        """Updates the `<task>_loss` and `weight_<task>` metrics.
+
+        Each task's loss is weighted by its number of labelled examples
+        (pixels), so `<task>_loss` is the mean over the epoch's labelled
+        examples: batches without a label for the task (other sources'
+        batches under `keras_mtl.data.interleave`) do not pull it to 0.
+        """
         for name in self.task_names:
-            self._task_loss_trackers[name].update_state(losses[name], sample_weight=batch_size)
+            self._task_loss_trackers[name].update_state(losses[name], sample_weight=counts[name])
         for name, tracker in self._weight_trackers.items():
             tracker.update_state(weights[name])
 

@@ -45,6 +45,10 @@ class ImagePreprocessing(keras.layers.Layer):
         self.mode = mode
 
     def call(self, images):
+        if self.mode == "none":
+            # Untouched: a text trunk's token ids or strings must not become
+            # floats (float16 rounds ids above 2048); the trunk casts images.
+            return images
         images = ops.cast(images, self.compute_dtype)
         if self.mode == "tf":
             return images / 127.5 - 1.0
@@ -52,10 +56,8 @@ class ImagePreprocessing(keras.layers.Layer):
             mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
             std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
             return (images / 255.0 - mean) / std
-        if self.mode == "caffe":
-            mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
-            return ops.flip(images, axis=-1) - mean
-        return images
+        mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
+        return ops.flip(images, axis=-1) - mean
 
     def compute_output_shape(self, input_shape):
         return input_shape
