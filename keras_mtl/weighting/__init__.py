@@ -30,11 +30,17 @@ from keras_mtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from keras_mtl.weighting.equal import Equal
 from keras_mtl.weighting.famo import FAMO
 from keras_mtl.weighting.geometric_loss import GeometricLoss
+from keras_mtl.weighting.grad_drop import GradDrop
+from keras_mtl.weighting.grad_norm import GradNorm
+from keras_mtl.weighting.grad_vac import GradVac
+from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.inverse_size import InverseSize
 from keras_mtl.weighting.inverse_size import count_labels
+from keras_mtl.weighting.nash_mtl import NashMTL
 from keras_mtl.weighting.random_loss_weighting import RandomLossWeighting
 from keras_mtl.weighting.static import Static
 from keras_mtl.weighting.uncertainty import Uncertainty
+from keras_mtl.weighting.upgrad import UPGrad
 
 #: Short aliases from the literature (also in REGISTRY, lower case).
 DWA = DynamicWeightAverage
@@ -59,6 +65,19 @@ REGISTRY = {
     "geometricloss": GeometricLoss,
     "gls": GeometricLoss,
     "famo": FAMO,
+    # Gradient-level methods.
+    "grad_norm": GradNorm,
+    "gradnorm": GradNorm,
+    "nash_mtl": NashMTL,
+    "nashmtl": NashMTL,
+    "nash": NashMTL,
+    "grad_vac": GradVac,
+    "gradvac": GradVac,
+    "gradient_vaccine": GradVac,
+    "grad_drop": GradDrop,
+    "graddrop": GradDrop,
+    "gradient_sign_dropout": GradDrop,
+    "upgrad": UPGrad,
 }
 
 __all__ = [
@@ -68,6 +87,12 @@ __all__ = [
     "FAMO",
     "GLS",
     "GeometricLoss",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
+    "GradientWeighting",
+    "NashMTL",
+    "UPGrad",
     "InverseSize",
     "RLW",
     "RandomLossWeighting",

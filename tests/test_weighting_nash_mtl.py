@@ -1,0 +1,163 @@
+"""Tests for `keras_mtl.weighting.nash_mtl.NashMTL` (Navon et al. 2022)."""
+
+import numpy as np
+import pytest
+
+from keras_mtl.weighting.nash_mtl import NashMTL
+
+from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
+from gradient_method_checks import combine, gram_weights, numpy
+
+
+def _residual(grads, alpha):
+    """max_i |alpha_i (G Gᵀ alpha)_i - 1|, in float64."""
+    grads = np.asarray(grads, "float64")
+    return np.max(np.abs((grads @ grads.T @ alpha) * alpha - 1.0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_solves_the_bargaining_equation_on_random_full_rank_grams(seed):
+    rng = np.random.default_rng(seed)
+    grads = rng.normal(size=(3, 6)) * rng.uniform(0.1, 10.0, size=(3, 1))
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    alpha = gram_weights(weighting, grads).astype("float64")
+    assert np.all(alpha > 0)
+    assert _residual(grads, alpha) < 1e-4
+    # Then alpha_i g_i·d = 1 for every task and ||d|| = sqrt(T).
+    d = alpha @ grads
+    np.testing.assert_allclose(np.linalg.norm(d), np.sqrt(3), rtol=1e-4)
+
+
+def test_orthogonal_gradients_by_hand():
+    # G Gᵀ = diag(n²): n_i² alpha_i = 1 / alpha_i, alpha_i = 1 / n_i.
+    weighting = built(NashMTL())
+    combined, weights = combine(weighting, [[3.0, 0.0], [0.0, 0.5]])
+    np.testing.assert_allclose(weights, [1 / 3, 2.0], rtol=1e-5)
+    np.testing.assert_allclose(combined, [1.0, 1.0], rtol=1e-5)
+
+
+def test_identical_gradients_give_the_documented_closed_form():
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    g = np.array([1.0, -2.0, 2.0], "float32")  # ||g|| = 3
+    combined, weights = combine(weighting, [g, g, g])
+    np.testing.assert_allclose(weights, np.full(3, 1 / (np.sqrt(3) * 3)), rtol=1e-5)
+    # d = sqrt(T) / ||g|| times the mean gradient g.
+    np.testing.assert_allclose(combined, np.sqrt(3) / 3 * g, rtol=1e-5)
+
+
+def test_parallel_gradients_give_the_documented_closed_form():
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    u = np.array([0.6, 0.8])
+    c = np.array([1.0, 2.0, 5.0])
+    combined, weights = combine(weighting, c[:, None] * u)
+    np.testing.assert_allclose(weights, 1 / (np.sqrt(3) * c), rtol=1e-5)
+    np.testing.assert_allclose(combined, np.sqrt(3) * u, rtol=1e-5)
+
+
+def test_degenerate_gradients_are_finite_and_documented():
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    # A zero gradient gets weight 0; the others are solved alone (orthogonal: 1/n).
+    combined, weights = combine(weighting, [[2.0, 0.0], [0.0, 0.0], [0.0, 4.0]])
+    np.testing.assert_allclose(weights, [0.5, 0.0, 0.25], rtol=1e-5)
+    # Opposite gradients: no exact solution; the ridge keeps it finite.
+    combined, weights = combine(weighting, [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
+    assert np.all(np.isfinite(weights)) and np.all(weights > 0) and weights.max() < 2000
+    np.testing.assert_allclose(combined, [0.0, 1.0], atol=1e-3)
+    # Near-zero and huge gradients: scale-free solve, finite weights.
+    tiny = [[1e-15, 0.0], [0.0, 1e-15], [1e-15, 1e-15]]
+    for grads in (tiny, [[1e15, 0.0], [0.0, 1e-15], [0.0, 1.0]]):
+        combined, weights = combine(weighting, grads)
+        assert np.all(np.isfinite(weights)) and np.all(np.isfinite(combined)), grads
+        assert np.all(weights > 0), grads
+    # All zero: all weights 0, no NaN.
+    combined, weights = combine(weighting, np.zeros((3, 2)))
+    np.testing.assert_array_equal(weights, 0.0)
+    np.testing.assert_array_equal(combined, 0.0)
+
+
+def test_unlabelled_task_gets_weight_zero_and_the_others_are_solved():
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    grads = [[2.0, 0.0], [0.0, 0.0], [0.0, 4.0]]
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    np.testing.assert_allclose(weights, [0.5, 0.0, 0.25], rtol=1e-5)
+    np.testing.assert_allclose(combined, [1.0, 1.0], rtol=1e-5)
+
+
+def test_update_every_reuses_the_stored_weights():
+    weighting = built(NashMTL(update_every=3))
+    first = [[1.0, 0.0], [0.0, 2.0]]
+    other = [[4.0, 0.0], [0.0, 0.5]]
+    np.testing.assert_allclose(gram_weights(weighting, first), [1.0, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(gram_weights(weighting, other), [1.0, 0.5], rtol=1e-5)  # reused
+    np.testing.assert_allclose(gram_weights(weighting, other), [1.0, 0.5], rtol=1e-5)  # reused
+    # Step 3: solved again.
+    np.testing.assert_allclose(gram_weights(weighting, other), [0.25, 2.0], rtol=1e-5)
+    assert int(numpy(weighting.step)) == 4
+    # A task unlabelled in a reuse step still gets weight 0 there.
+    weights = gram_weights(weighting, other, losses=[1.0, 0.0])
+    np.testing.assert_allclose(weights, [0.25, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(numpy(weighting.nash_alpha), [0.25, 2.0], rtol=1e-5)
+
+
+def test_update_every_solves_again_when_a_left_out_task_returns():
+    weighting = built(NashMTL(update_every=10))
+    grads = [[1.0, 0.0], [0.0, 2.0]]
+    weights = gram_weights(weighting, grads, losses=[1.0, 0.0])
+    np.testing.assert_allclose(weights, [1.0, 0.0], rtol=1e-5)
+    # "b" is labelled again: its stored weight is 0, so this step solves.
+    np.testing.assert_allclose(gram_weights(weighting, grads), [1.0, 0.5], rtol=1e-5)
+    weights = gram_weights(weighting, [[9.0, 0.0], [0.0, 9.0]])  # reused
+    np.testing.assert_allclose(weights, [1.0, 0.5], rtol=1e-5)
+
+
+def test_evaluation_solves_without_touching_the_state():
+    weighting = built(NashMTL(update_every=2))
+    weights = gram_weights(weighting, [[2.0, 0.0], [0.0, 1.0]], training=False)
+    np.testing.assert_allclose(weights, [0.5, 1.0], rtol=1e-5)
+    assert int(numpy(weighting.step)) == 0
+    np.testing.assert_array_equal(numpy(weighting.nash_alpha), [0.0, 0.0])
+
+
+def test_max_norm_clips_the_combined_gradient():
+    weighting = built(NashMTL(max_norm=0.5))
+    combined, weights = combine(weighting, [[3.0, 0.0], [0.0, 0.5]])
+    np.testing.assert_allclose(np.linalg.norm(combined), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(weights, np.array([1 / 3, 2.0]) * 0.5 / np.sqrt(2), rtol=1e-5)
+    weighting = built(NashMTL(max_norm=10.0))  # ||d|| = sqrt(2) < 10: unchanged
+    _, weights = combine(weighting, [[3.0, 0.0], [0.0, 0.5]])
+    np.testing.assert_allclose(weights, [1 / 3, 2.0], rtol=1e-5)
+
+
+def test_config_round_trip():
+    check_config_round_trip(
+        NashMTL(mode="representation", update_every=2, max_iterations=7, max_norm=1.0)
+    )
+    config = NashMTL().get_config()
+    assert {k: config[k] for k in ("mode", "update_every", "max_iterations", "max_norm")} == {
+        "mode": "params", "update_every": 1, "max_iterations": 20, "max_norm": 0.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"update_every": 0}, r"`update_every`. Expected an integer >= 1. Received: \w+=0"),
+        ({"update_every": 1.5}, r"`update_every`. Expected an integer >= 1. Received: .*=1.5"),
+        ({"max_iterations": 0}, r"`max_iterations`. Expected an integer >= 1. Received: max_iter"),
+        ({"max_norm": -1}, r"argument `max_norm`. Expected a float >= 0. Received: max_norm=-1"),
+        ({"mode": "layers"}, r"argument `mode`.*Received: mode='layers'"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NashMTL(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["params", "representation"])
+def test_fit_save_and_load(mode, tmp_path):
+    model, history = check_fit_save_load(NashMTL(mode=mode, update_every=2), tmp_path)
+    assert int(numpy(model.weighting.step)) == 4
+    assert np.all(numpy(model.weighting.nash_alpha) > 0)
+    # "a" has no label in the first step of each epoch (weight 0 there), and
+    # is solved for again in the second: half its weight in the mean.
+    assert history["weight_a"][0] > 0
