@@ -33,6 +33,8 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_weighting_overhead.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
