@@ -1,7 +1,8 @@
 """Child process for tests/test_distributed.py: 2 replicas vs 1, same global batch.
 
-Usage: python distributed_check.py MODE METHOD. Prints the max absolute
-difference of the trained variables as `MAXDIFF <value>`.
+Usage: python distributed_check.py MODE METHOD [METHOD ...]. Prints, per
+method, the max absolute difference of the trained variables as
+`MAXDIFF <method> <value>`.
 """
 
 import sys
@@ -51,7 +52,7 @@ def train(strategy, mode, method, x, y):
     return [np.asarray(v) for v in model.trainable_variables]
 
 
-def main(mode, method):
+def main(mode, *methods):
     rng = np.random.default_rng(0)
     n = 40  # 5 steps of a global batch of 8
     x = rng.uniform(0, 1, (n, 16, 16, 3)).astype("float32")
@@ -64,9 +65,11 @@ def main(mode, method):
     y["a"][rng.random(n) < 0.5] = np.nan
     y["s"][rng.random(n) < 0.3] = -1
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    two = train(tf.distribute.MirroredStrategy(devices[:2]), mode, method, x, y)
-    one = train(tf.distribute.OneDeviceStrategy(devices[0]), mode, method, x, y)
-    print("MAXDIFF", max(float(np.max(np.abs(a - b))) for a, b in zip(one, two)))
+    for method in methods:
+        two = train(tf.distribute.MirroredStrategy(devices[:2]), mode, method, x, y)
+        one = train(tf.distribute.OneDeviceStrategy(devices[0]), mode, method, x, y)
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(one, two))
+        print("MAXDIFF", method, diff, flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ Loss-level methods, one per file, each citing its paper:
 | geometric_loss (gls)              | `GeometricLoss`        | geometric mean of the losses     |
 | famo                              | `FAMO`                 | adaptive logits, sum 1           |
 
+Gradient-level methods (`GradientWeighting`, `mode="params"` or
+`"representation"`; see `keras_mtl.weighting.gradient_base`): `mgda`,
+`pcgrad`, `cagrad`, `imtl`, `aligned_mtl`, `grad_norm`, `nash_mtl`,
+`grad_vac`, `grad_drop` (representation only), `upgrad`.
+
 Every method reports the weight it gives each task as the `weight_<task>`
 metric. A task with no label in a batch has loss 0 and is left out of the
 step: methods whose weights are state (`Static`, `InverseSize`,
@@ -25,7 +30,9 @@ weights depend on the step's losses or draws) report 0 for it.
 
 import keras
 
+from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.cagrad import CAGrad
 from keras_mtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from keras_mtl.weighting.equal import Equal
 from keras_mtl.weighting.famo import FAMO
@@ -35,8 +42,11 @@ from keras_mtl.weighting.grad_norm import GradNorm
 from keras_mtl.weighting.grad_vac import GradVac
 from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.inverse_size import InverseSize
+from keras_mtl.weighting.imtl import IMTL
 from keras_mtl.weighting.inverse_size import count_labels
+from keras_mtl.weighting.mgda import MGDA
 from keras_mtl.weighting.nash_mtl import NashMTL
+from keras_mtl.weighting.pcgrad import PCGrad
 from keras_mtl.weighting.random_loss_weighting import RandomLossWeighting
 from keras_mtl.weighting.static import Static
 from keras_mtl.weighting.uncertainty import Uncertainty
@@ -66,6 +76,14 @@ REGISTRY = {
     "gls": GeometricLoss,
     "famo": FAMO,
     # Gradient-level methods.
+    "mgda": MGDA,
+    "pcgrad": PCGrad,
+    "cagrad": CAGrad,
+    "imtl": IMTL,
+    "imtl_g": IMTL,
+    "aligned_mtl": AlignedMTL,
+    "alignedmtl": AlignedMTL,
+    "amtl": AlignedMTL,
     "grad_norm": GradNorm,
     "gradnorm": GradNorm,
     "nash_mtl": NashMTL,
@@ -81,6 +99,11 @@ REGISTRY = {
 }
 
 __all__ = [
+    "AlignedMTL",
+    "CAGrad",
+    "IMTL",
+    "MGDA",
+    "PCGrad",
     "DWA",
     "DynamicWeightAverage",
     "Equal",

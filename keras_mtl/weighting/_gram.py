@@ -1,0 +1,48 @@
+"""Small Gram-matrix helpers shared by the gradient-level methods.
+
+Every method here computes its task weights from the Gram matrix `G Gᵀ` of
+the task gradients. Two steps are common to all of them:
+
+- which tasks take part in the step (`active_tasks`): a task with no label
+  in the batch (`labelled` False) has a gradient of exactly 0, and so may a
+  labelled task (e.g. a saturated loss); neither can be normalised, projected
+  on or aligned with, so methods leave both out of the step (weight 0);
+- scale (`normalized_gram`): the methods' weights do not change when every
+  gradient is multiplied by the same positive number, so the Gram matrix is
+  divided by its largest diagonal entry first. This keeps the solvers'
+  tolerances meaningful and float32 away from under- or overflow when the
+  gradients are tiny or huge.
+"""
+
+import numbers
+
+from keras import ops
+
+
+def active_tasks(gram, labelled):
+    """Boolean `(T,)`: labelled tasks whose gradient is not exactly zero."""
+    return ops.logical_and(labelled, ops.greater(ops.diagonal(gram), 0.0))
+
+
+def normalized_gram(gram, active):
+    """`gram` with the rows and columns of inactive tasks zeroed, divided by
+    its largest diagonal entry (all zeros when no task is active)."""
+    mask = ops.cast(active, gram.dtype)
+    gram = gram * mask[:, None] * mask[None, :]
+    return ops.divide_no_nan(gram, ops.max(ops.diagonal(gram)))
+
+
+def uniform_weights(active, dtype="float32"):
+    """`1 / T'` for each of the `T'` active tasks, 0 for the others."""
+    mask = ops.cast(active, dtype)
+    return ops.divide_no_nan(mask, ops.sum(mask))
+
+
+def check_integer(argument, value, minimum=0):
+    """Returns `value` as an int, or raises a Keras-style `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected an "
+            f"integer >= {minimum}. Received: {argument}={value!r}"
+        )
+    return int(value)

@@ -1,0 +1,187 @@
+"""MGDA: the min-norm point of the convex hull of the task gradients.
+
+Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization",
+NeurIPS 2018 (arXiv:1810.04650). The common descent direction of all task
+losses is the element of minimum norm in the convex hull of the task
+gradients:
+
+    w* = argmin_{w ∈ simplex} ‖Σ_i w_i g_i‖² = argmin_w wᵀ (G Gᵀ) w
+
+and the shared update is `Σ_i w*_i g_i`. It is found, as in the paper's
+Algorithm 2, by Frank-Wolfe on the Gram matrix with the analytic line search
+of its Algorithm 1 (the minimum of `‖γ x + (1 - γ) y‖²` over `γ ∈ [0, 1]`),
+for a fixed number of iterations (`max_iterations`), from the best pair of
+tasks (the official code's start; exact for two tasks) or from the uniform
+weights when those are as good (so that identical gradients keep equal
+weights). With `mode="representation"` the gradients are taken at the shared
+representation: this is MGDA-UB, the paper's upper bound.
+
+`normalization` scales each gradient before the solver, as the official code
+and LibMTL allow: `"none"` (default), `"l2"` (by `‖g_i‖`), `"loss"` (by
+`L_i`) or `"loss+"` (by `L_i ‖g_i‖`). As in the official training script,
+the solver's weights then multiply the raw task gradients (LibMTL applies
+them to the normalised ones in params mode).
+
+Weights: the simplex weights `w*` themselves (sum 1 over the tasks of the
+step), not multiplied by the number of tasks. Identical gradients give the
+uniform weights, so the update is their mean.
+
+Deviations and robustness:
+- the line search clips `γ` to `[0, 1]` exactly (the official code uses
+  0.999 / 0.001 at the ends), and treats two points closer than float32 can
+  tell apart as identical (no move);
+- tasks without labels in the batch, and tasks whose gradient is exactly 0,
+  are left out of the simplex with weight 0: their zero gradient would
+  otherwise be the min-norm point and stop every other task;
+- a labelled task with a near-zero (not zero) gradient keeps its place: the
+  min-norm point is then near 0 and the step is small, which is MGDA's
+  answer near a Pareto-stationary point (use `normalization="l2"` to avoid
+  it); results stay finite since the Gram matrix is scaled to a largest
+  diagonal of 1 first;
+- the `T × T` problem is solved in float64, with the normalisers applied in
+  logs relative to the smallest, so normalisers far apart (losses of 1e-20
+  and 1e20) neither overflow nor underflow; a normalised gradient more than
+  ~1e150 times smaller than the largest would underflow to 0 and be left
+  out like a zero gradient.
+"""
+
+import keras
+from keras import ops
+
+from keras_mtl.weighting._gram import active_tasks
+from keras_mtl.weighting._gram import check_integer
+from keras_mtl.weighting._gram import normalized_gram
+from keras_mtl.weighting._gram import uniform_weights
+from keras_mtl.weighting.gradient_base import GradientWeighting
+
+NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+# Relative size (to the largest squared norm) below which a squared distance
+# computed from Gram entries is float32 round-off.
+_TOLERANCE = 1e-6
+
+
+def line_search(v11, v12, v22):
+    """`γ ∈ [0, 1]` minimising `‖γ x + (1 - γ) y‖²`, and that minimum.
+
+    `v11 = x·x`, `v12 = x·y`, `v22 = y·y` (tensors of any one shape). When
+    `x` and `y` are indistinguishable, `γ = 1` (stay at `x`).
+    """
+    denominator = v11 + v22 - 2.0 * v12
+    distinct = ops.greater(denominator, _TOLERANCE * (v11 + v22))
+    gamma = ops.divide_no_nan(v22 - v12, ops.where(distinct, denominator, 1.0))
+    gamma = ops.where(distinct, ops.clip(gamma, 0.0, 1.0), 1.0)
+    cost = gamma * gamma * v11 + 2.0 * gamma * (1.0 - gamma) * v12 + (1.0 - gamma) ** 2 * v22
+    return gamma, cost
+
+
+def min_norm_weights(gram, active, iterations):
+    """Frank-Wolfe for `min_{w ∈ simplex over active} wᵀ gram w`."""
+    num_tasks = gram.shape[0]
+    mask = ops.cast(active, gram.dtype)
+    diagonal = ops.diagonal(gram)
+
+    # Start: the best pair (i, j) (a pair i == i is task i alone), as in the
+    # official solver, or the uniform weights if they are as good.
+    gamma, cost = line_search(diagonal[:, None], gram, diagonal[None, :])
+    pair_ok = ops.greater(mask[:, None] * mask[None, :], 0.0)
+    cost = ops.reshape(ops.where(pair_ok, cost, float("inf")), (-1,))
+    best = ops.argmin(cost)
+    first, second = best // num_tasks, best % num_tasks
+    best_gamma = ops.take(ops.reshape(gamma, (-1,)), best)
+    pair = best_gamma * ops.one_hot(first, num_tasks, dtype=gram.dtype) + (
+        1.0 - best_gamma
+    ) * ops.one_hot(second, num_tasks, dtype=gram.dtype)
+    uniform = uniform_weights(active, gram.dtype)
+    uniform_cost = ops.sum(uniform * ops.matmul(gram, uniform))
+    weights = ops.where(
+        ops.less_equal(uniform_cost, ops.min(cost) + _TOLERANCE), uniform, pair
+    )
+
+    def step(_, weights):
+        # Frank-Wolfe: the vertex e_t minimising the linearised objective,
+        # then the exact line search between the current point and e_t.
+        gram_w = ops.matmul(gram, weights)
+        t = ops.argmin(ops.where(active, gram_w, float("inf")))
+        gamma, _ = line_search(
+            ops.sum(weights * gram_w), ops.take(gram_w, t), ops.take(diagonal, t)
+        )
+        return gamma * weights + (1.0 - gamma) * ops.one_hot(t, num_tasks, dtype=gram.dtype)
+
+    for i in range(iterations):
+        weights = step(i, weights)
+    return weights * mask
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MGDA(GradientWeighting):
+    """Multiple-gradient descent: the min-norm convex combination of gradients.
+
+    | mode             | supported | why                                          |
+    | ---------------- | --------- | -------------------------------------------- |
+    | "params"         | yes       | MGDA proper, on the shared variables         |
+    | "representation" | yes       | MGDA-UB: the paper's upper bound, at `z`     |
+
+    Args:
+        mode: `"params"` or `"representation"` (MGDA-UB).
+        max_iterations: Frank-Wolfe iterations after the best-pair start
+            (an integer >= 0; 0 keeps the start, exact for two tasks).
+        normalization: How gradients are scaled before the solver: `"none"`,
+            `"l2"`, `"loss"` or `"loss+"` (see the module docstring).
+        **kwargs: Base layer arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> weighting = MGDA()
+    >>> weighting.build({"a": (), "b": ()})
+    >>> grads = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")  # orthogonal
+    >>> losses = {"a": 1.0, "b": 1.0}
+    >>> combined, weights = weighting.combine(grads, losses, training=False)
+    >>> [round(float(w), 3) for w in weights], [round(float(c), 3) for c in combined]
+    ([0.8, 0.2], [0.8, 0.4])
+    """
+
+    supported_modes = ("params", "representation")
+
+    def __init__(self, mode="params", max_iterations=25, normalization="none", **kwargs):
+        super().__init__(mode=mode, **kwargs)
+        self.max_iterations = check_integer("max_iterations", max_iterations)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                "Invalid value received for argument `normalization`. Expected one "
+                f"of {NORMALIZATIONS}. Received: normalization={normalization!r}"
+            )
+        self.normalization = normalization
+
+    def gram_weights(self, gram, losses, labelled, training):
+        # The T × T problem is solved in float64: it costs nothing, and
+        # normalisers far apart (a loss of 1e-20 next to one of 1e20) stay
+        # representable.
+        gram, losses = ops.cast(gram, "float64"), ops.cast(losses, "float64")
+        active = active_tasks(gram, labelled)
+        if self.normalization != "none":
+            # g_i / n_i, with the n_i taken in logs and divided by their
+            # smallest (the solution does not change), so that neither tiny
+            # losses nor huge norms overflow. Active tasks have L_i, ‖g_i‖ > 0.
+            safe_losses = ops.where(active, losses, 1.0)
+            half_log_norms = 0.5 * ops.log(ops.where(active, ops.diagonal(gram), 1.0))
+            log_scale = {
+                "l2": half_log_norms,
+                "loss": ops.log(safe_losses),
+                "loss+": ops.log(safe_losses) + half_log_norms,
+            }[self.normalization]
+            smallest = ops.min(ops.where(active, log_scale, float("inf")))
+            factors = ops.where(active, ops.exp(smallest - log_scale), 0.0)
+            gram = gram * factors[:, None] * factors[None, :]
+            # A factor that underflowed leaves a zero gradient: leave it out.
+            active = active_tasks(gram, active)
+        weights = min_norm_weights(normalized_gram(gram, active), active, self.max_iterations)
+        return ops.cast(weights, "float32")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_iterations": self.max_iterations,
+            "normalization": self.normalization,
+        }

@@ -1,0 +1,130 @@
+"""Tests for `keras_mtl.weighting.mgda.MGDA` (Sener & Koltun 2018)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from keras_mtl.weighting.mgda import MGDA
+
+from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
+from gradient_method_checks import combine, gram_weights
+from gram_method_checks import check_degenerate_inputs
+
+
+def _simplex_grid(num_tasks, steps):
+    corners = itertools.product(range(steps + 1), repeat=num_tasks - 1)
+    points = [p for p in corners if sum(p) <= steps]
+    grid = np.array([list(p) + [steps - sum(p)] for p in points], "float64")
+    return grid / steps
+
+
+def test_orthogonal_gradients_of_norms_1_and_2():
+    weighting = built(MGDA())
+    combined, weights = combine(weighting, [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    # min ‖w g1 + (1 - w) g2‖² = w² + 4 (1 - w)²  ->  w = 0.8.
+    np.testing.assert_allclose(weights, [0.8, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(combined, [0.8, 0.4, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(weighting.task_weights), [0.8, 0.2], rtol=1e-6)
+
+
+def test_two_tasks_are_exact_without_iterations():
+    grads = [[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+    weights = gram_weights(built(MGDA(max_iterations=0)), grads)
+    np.testing.assert_allclose(weights, [0.8, 0.2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_three_tasks_match_a_brute_force_search(seed):
+    grads = np.random.default_rng(seed).normal(size=(3, 4))
+    gram = grads @ grads.T
+    grid = _simplex_grid(3, 400)
+    best = np.min(np.einsum("ni,ij,nj->n", grid, gram, grid))
+    weights = gram_weights(built(MGDA(), ["a", "b", "c"]), grads).astype("float64")
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0, abs=1e-6)
+    # Frank-Wolfe with 25 steps: within 1% of the grid's best value.
+    assert weights @ gram @ weights <= best + 1e-2 * max(best, 1e-3 * np.trace(gram))
+    # The min-norm point makes every g_i·d at least ‖d‖² (a common descent
+    # direction for all tasks).
+    d = weights @ grads
+    assert np.all(grads @ d >= d @ d - 1e-2 * np.trace(gram))
+
+
+def test_the_solution_is_a_common_descent_direction():
+    grads = np.array([
+        [1.0, 0.2, 0.0, 0.0],
+        [-0.4, 1.0, 0.3, 0.0],
+        [0.1, -0.5, 1.0, 0.2],
+        [0.3, 0.3, -0.2, 1.0],
+    ])
+    weights = gram_weights(built(MGDA(max_iterations=100), list("abcd")), grads)
+    d = weights @ grads
+    # KKT: g_i·d >= ‖d‖² for all i, with equality where w_i > 0.
+    np.testing.assert_array_less(d @ d - 1e-4, grads @ d)
+    np.testing.assert_allclose((grads @ d)[weights > 1e-3], d @ d, rtol=1e-3)
+
+
+def test_normalizations_rescale_the_gradients_before_the_solver():
+    grads = [[1.0, 0.0], [0.0, 2.0]]
+    # l2: unit gradients -> (1/2, 1/2), applied to the raw gradients.
+    weights = gram_weights(built(MGDA(normalization="l2")), grads)
+    np.testing.assert_allclose(weights, [0.5, 0.5], rtol=1e-6)
+    # loss: g / L with L = (1, 2) -> unit gradients again.
+    weights = gram_weights(built(MGDA(normalization="loss")), grads, losses=[1.0, 2.0])
+    np.testing.assert_allclose(weights, [0.5, 0.5], rtol=1e-6)
+    # loss+: g / (L ‖g‖) with L = (1, 2): norms 1 and 1/2 -> (0.2, 0.8).
+    weights = gram_weights(built(MGDA(normalization="loss+")), grads, losses=[1.0, 2.0])
+    np.testing.assert_allclose(weights, [0.2, 0.8], rtol=1e-6)
+    # Normalisers far apart stay finite (they are applied in logs).
+    for normalization in ("loss", "loss+"):
+        weighting = built(MGDA(normalization=normalization))
+        weights = gram_weights(weighting, grads, losses=[1e-20, 1e20])
+        np.testing.assert_allclose(weights, [0.0, 1.0], atol=1e-6)
+
+
+def test_an_unlabelled_task_does_not_take_all_the_weight():
+    # Without the mask, the zero gradient of "b" would be the min-norm point.
+    grads = [[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]
+    weighting = built(MGDA(), ["a", "b", "c"])
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    np.testing.assert_allclose(weights, [0.8, 0.0, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(combined, [0.8, 0.4], rtol=1e-6)
+
+
+def test_degenerate_gradients():
+    # Identical gradients: equal weights 1/T, the update is their mean.
+    check_degenerate_inputs(lambda: MGDA(), mean_multiple=1.0)
+
+
+def test_config_round_trip():
+    check_config_round_trip(MGDA(mode="representation", max_iterations=7, normalization="l2"))
+    config = MGDA().get_config()
+    assert {k: config[k] for k in ("mode", "max_iterations", "normalization")} == {
+        "mode": "params", "max_iterations": 25, "normalization": "none",
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_iterations": -1}, r"argument `max_iterations`. Expected an integer >= 0. Received: max_iterations=-1"),
+        ({"max_iterations": 2.5}, r"argument `max_iterations`. Expected an integer >= 0. Received: max_iterations=2.5"),
+        ({"max_iterations": True}, r"argument `max_iterations`. Expected an integer >= 0. Received: max_iterations=True"),
+        ({"normalization": "L2"}, r"argument `normalization`. Expected one of \('none', 'l2', 'loss', 'loss\+'\). Received: normalization='L2'"),
+        ({"mode": "layers"}, r"argument `mode`.*Received: mode='layers'"),
+    ],
+)
+def test_bad_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MGDA(**kwargs)
+
+
+@pytest.mark.parametrize("mode", ["params", "representation"])
+def test_fit_save_and_load(mode, tmp_path):
+    # Few iterations: tracing them into the train step is most of the time.
+    model, history = check_fit_save_load(MGDA(mode=mode, max_iterations=5), tmp_path)
+    # "a" has no label in the first step of each epoch: weight 0 there, and
+    # the weights of a step sum to 1.
+    assert history["weight_a"][0] <= 0.5 + 1e-6
+    total = sum(np.asarray(history[f"weight_{t}"]) for t in "abs")
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
