@@ -1,0 +1,207 @@
+"""Gradient-level methods: train-step time / Equal's, T=3 and T=10, both modes.
+
+The reference model of the gradient-methods issue, so the figures compare with
+the PyTorch peers measured on this machine (LibMTL 1.1.5): input 32x32x3,
+batch 32, Adam; trunk Conv2D(32)-ReLU-MaxPool -> Conv2D(64)-ReLU-MaxPool ->
+Conv2D(64)-ReLU -> global average pool (64-d); heads Dense(3) cross-entropy +
+two Dense(1) MSE (T=3), or ten Dense(1) MSE (T=10).
+
+Every model of one T is built, traced and warmed up, then timed in
+interleaved rounds (one step each, order rotated per round); a ratio is the
+median over rounds of the per-round ratio to Equal. CPU time of one
+TensorFlow thread by default (see bench_overhead.py for why). Also reports
+the trunk's forward and forward+backward times. Writes
+`benchmarks/results/gradient_overhead.json` and `.md`.
+"""
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_mtl  # noqa: E402
+from keras_mtl import tasks as T  # noqa: E402
+from keras_mtl import weighting as W  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_overhead import _quartiles, _step_times, _table  # noqa: E402
+
+METHODS = {
+    "MGDA": W.MGDA, "PCGrad": W.PCGrad, "CAGrad": W.CAGrad, "IMTL": W.IMTL,
+    "AlignedMTL": W.AlignedMTL, "GradNorm": W.GradNorm, "NashMTL": W.NashMTL,
+    "GradVac": W.GradVac, "GradDrop": W.GradDrop, "UPGrad": W.UPGrad,
+}
+# LibMTL 1.1.5 (PyTorch 2.13 CPU) on the same model, step time / equal
+# weighting, as measured on this machine and quoted in the issue.
+LIBMTL = {
+    (3, "params"): {"PCGrad": 2.12, "MGDA": 2.22, "CAGrad": 2.18, "IMTL": 2.12,
+                    "NashMTL": 3.91, "GradVac": 2.14, "GradNorm": 2.14},
+    (3, "representation"): {"MGDA": 1.14, "GradNorm": 1.06, "IMTL": 1.06},
+    (10, "params"): {"PCGrad": 5.20, "MGDA": 6.43, "CAGrad": 5.21, "NashMTL": 8.35,
+                     "IMTL": 5.04, "GradVac": 5.98, "GradNorm": 4.95},
+    (10, "representation"): {"MGDA": 1.99, "GradNorm": 1.27, "IMTL": 1.27},
+}
+
+
+def reference_trunk():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, x, name="reference_trunk")
+
+
+def reference_tasks(num_tasks):
+    if num_tasks == 3:
+        return [T.MulticlassClassification("c", 3), T.Regression("r0"), T.Regression("r1")]
+    return [T.Regression(f"r{i}") for i in range(num_tasks)]
+
+
+def data(tasks, batch_size):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
+    y = {
+        t.name: rng.integers(0, 3, (batch_size,)) if t.sparse_labels
+        else rng.normal(size=(batch_size, 1)).astype("float32")
+        for t in tasks
+    }
+    return x, y
+
+
+def build(tasks, weighting):
+    keras.utils.set_random_seed(0)
+    model = keras_mtl.build_model(reference_trunk(), tasks, head_units=())
+    model.compile(optimizer="adam", metrics={t.name: [] for t in tasks}, weighting=weighting)
+    return model
+
+
+def trunk_times(x, repeats):
+    import tensorflow as tf
+
+    trunk = reference_trunk()
+    variables = trunk.trainable_variables
+
+    @tf.function
+    def forward(x):
+        return trunk(x, training=True)
+
+    @tf.function
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(trunk(x, training=True))
+        return tape.gradient(loss, variables)
+
+    x = tf.convert_to_tensor(x / 255.0)
+    result = {}
+    for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+        fn(x)
+        samples = []
+        for _ in range(repeats):
+            start = time.process_time()
+            fn(x)
+            samples.append(time.process_time() - start)
+        result[name] = 1000 * _quartiles(samples)[1]
+    return result
+
+
+def run(num_tasks, args):
+    tasks = reference_tasks(num_tasks)
+    x, y = data(tasks, args.batch_size)
+    models = {"Equal": build(tasks, None)}
+    for name, cls in METHODS.items():
+        for mode in cls.supported_modes:
+            models[f"{name} ({mode})"] = build(tasks, cls(mode=mode))
+    for name, model in models.items():
+        for _ in range(1 + args.warmup):
+            model.train_on_batch(x, y)
+        print(f"T={num_tasks}: traced {name}", flush=True)
+    names = list(models)
+    times = {name: [] for name in names}
+    gc.collect()
+    gc.disable()
+    try:
+        for repeat in range(args.repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                wall, cpu = _step_times(models[name], x, y, 1)
+                times[name].append(cpu if args.clock == "cpu" else wall)
+    finally:
+        gc.enable()
+    rows = []
+    for name in names[1:]:
+        method, mode = name.split(" (")
+        mode = mode.rstrip(")")
+        ratio = _quartiles([a / b for a, b in zip(times[name], times["Equal"])])[1]
+        peer = LIBMTL.get((num_tasks, mode), {}).get(method)
+        rows.append({
+            "method": method, "mode": mode, "ratio": round(ratio, 3),
+            "libmtl": peer, "vs_libmtl": None if peer is None else round(ratio / peer, 3),
+        })
+    equal_ms = 1000 * _quartiles(times["Equal"])[1]
+    return {"equal_step_ms": round(equal_ms, 2), "ratios": rows}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30, help="rounds")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads (0: default)")
+    parser.add_argument("--output", default=os.path.join(HERE, "results"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    x, _ = data(reference_tasks(3), args.batch_size)
+    results = {
+        "settings": vars(args),
+        "trunk_ms": {k: round(v, 2) for k, v in trunk_times(x, 50).items()},
+        "T3": run(3, args),
+        "T10": run(10, args),
+    }
+    lines = [
+        "# Gradient-level methods: step time / Equal's",
+        "",
+        f"Reference model, batch {args.batch_size}, {args.repeats} interleaved rounds, "
+        f"{args.clock} time, {args.threads or 'default'} TensorFlow thread(s). Trunk: "
+        f"forward {results['trunk_ms']['forward']:.2f} ms, forward+backward "
+        f"{results['trunk_ms']['forward_backward']:.2f} ms. Equal: "
+        f"{results['T3']['equal_step_ms']:.1f} ms (T=3), "
+        f"{results['T10']['equal_step_ms']:.1f} ms (T=10). LibMTL: its figure on "
+        "this machine; 'vs LibMTL' = ours / theirs.",
+        "",
+    ]
+    for key in ("T3", "T10"):
+        lines += [f"## {key.replace('T', 'T=')}", "", _table(
+            ["method", "mode", "ratio", "LibMTL", "vs LibMTL"],
+            [[r["method"], r["mode"], f"{r['ratio']:.2f}",
+              "" if r["libmtl"] is None else f"{r['libmtl']:.2f}",
+              "" if r["vs_libmtl"] is None else f"{r['vs_libmtl']:.2f}"]
+             for r in results[key]["ratios"]]), ""]
+    lines.append("Written by `python benchmarks/bench_gradient_overhead.py`.\n")
+    markdown = "\n".join(lines)
+    print(markdown)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "gradient_overhead.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(args.output, "gradient_overhead.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+
+
+if __name__ == "__main__":
+    main()
