@@ -76,3 +76,17 @@ def check_degenerate_inputs(factory, mean_multiple):
             if name == "all_unlabelled":
                 np.testing.assert_array_equal(weights, 0.0, err_msg=where)
                 np.testing.assert_array_equal(combined, 0.0, err_msg=where)
+
+
+def drawn_orders(seed, n, draws):
+    """The task orders PCGrad and GradVac draw (numpy reference): argsort of
+    seeded uniform keys, each task itself last, itself dropped."""
+    import keras
+
+    generator = keras.random.SeedGenerator(seed)
+    out = []
+    for _ in range(draws):
+        keys = numpy(keras.random.uniform((n, n), seed=generator))
+        np.fill_diagonal(keys, 2.0)
+        out.append(np.argsort(keys, axis=1)[:, : n - 1])
+    return out

@@ -6,6 +6,7 @@ import pytest
 
 from keras_mtl.weighting.grad_vac import GradVac
 
+from gram_method_checks import drawn_orders
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights, numpy
 
@@ -28,17 +29,6 @@ def _reference(grads, targets, beta, orders):
             new_targets[i, j] = (1 - beta) * t + beta * phi
         total += g
     return total, new_targets
-
-
-def _orders(seed, n, draws):
-    """The orders GradVac draws: argsort of seeded uniform keys, i last."""
-    generator = keras.random.SeedGenerator(seed)
-    out = []
-    for _ in range(draws):
-        keys = numpy(keras.random.uniform((n, n), seed=generator))
-        np.fill_diagonal(keys, 2.0)
-        out.append(np.argsort(keys, axis=1)[:, : n - 1])
-    return out
 
 
 def test_two_tasks_by_hand_against_the_reference():
@@ -83,7 +73,7 @@ def test_three_tasks_in_the_random_order_match_the_reference():
     weighting = built(GradVac(beta=0.3, seed=42), ["a", "b", "c"])
     targets = np.array([[0.0, 0.4, 0.7], [0.3, 0.0, 0.9], [0.5, 0.6, 0.0]])
     weighting.target_cosines.assign(targets)
-    orders = _orders(42, 3, 4)
+    orders = drawn_orders(42, 3, 4)
     assert any(not np.array_equal(orders[0], o) for o in orders[1:])  # new orders
     for order in orders:
         expected, targets = _reference(grads, targets, 0.3, order)

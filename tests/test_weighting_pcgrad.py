@@ -6,6 +6,7 @@ import pytest
 
 from keras_mtl.weighting.pcgrad import PCGrad
 
+from gram_method_checks import drawn_orders
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, numpy
 from gram_method_checks import check_degenerate_inputs
@@ -26,17 +27,6 @@ def _reference(grads, orders):
     return total
 
 
-def _orders(seed, n, draws):
-    """The orders PCGrad draws: argsort of seeded uniform keys, i last."""
-    generator = keras.random.SeedGenerator(seed)
-    out = []
-    for _ in range(draws):
-        keys = numpy(keras.random.uniform((n, n), seed=generator))
-        np.fill_diagonal(keys, 2.0)
-        out.append(np.argsort(keys, axis=1)[:, : n - 1])
-    return out
-
-
 def test_two_gradients_at_120_degrees_are_both_projected():
     angle = np.deg2rad(120)
     g1 = np.array([1.0, 0.0, 0.0])
@@ -50,12 +40,12 @@ def test_two_gradients_at_120_degrees_are_both_projected():
     assert (g1 + g2 / 4) @ g2 == pytest.approx(0.0, abs=1e-12)
 
 
-def test_three_tasks_match_the_reference_with_the_same_orders():
+def test_three_tasks_match_the_reference_with_the_samedrawn_orders():
     rng = np.random.default_rng(0)
     grads = rng.normal(size=(3, 5))
     grads[1] -= 1.5 * grads[0]  # make conflicts likely
     weighting = built(PCGrad(seed=4), ["a", "b", "c"])
-    for order in _orders(4, 3, draws=4):
+    for order in drawn_orders(4, 3, draws=4):
         combined, weights = combine(weighting, grads)
         np.testing.assert_allclose(combined, _reference(grads, order), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(weights @ grads, combined, rtol=1e-5, atol=1e-6)

@@ -16,6 +16,7 @@ the task gradients. Two steps are common to all of them:
 
 import numbers
 
+import keras
 from keras import ops
 
 
@@ -46,3 +47,18 @@ def check_integer(argument, value, minimum=0):
             f"integer >= {minimum}. Received: {argument}={value!r}"
         )
     return int(value)
+
+
+def random_task_orders(num_tasks, seed_generator, training):
+    """`(T, T)` int: row `i` lists the other tasks in a random order, then `i`.
+
+    PCGrad and GradVac visit, for each task, the other tasks in a random
+    order drawn every training step (argsort of seeded uniform keys); outside
+    training the order is fixed (ascending), so evaluation draws nothing.
+    """
+    if training:
+        keys = keras.random.uniform((num_tasks, num_tasks), seed=seed_generator)
+    else:
+        keys = ops.tile(ops.arange(num_tasks, dtype="float32")[None, :] / num_tasks, (num_tasks, 1))
+    keys = ops.where(ops.eye(num_tasks, dtype="bool"), 2.0, keys)  # the task itself last
+    return ops.argsort(keys, axis=-1)

@@ -65,6 +65,7 @@ Modes:
 import keras
 from keras import ops
 
+from keras_mtl.weighting._gram import random_task_orders
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
 #: How close to +-1 the target cosine may get in the correction.
@@ -122,12 +123,7 @@ class GradVac(GradientWeighting):
 
     def _orders(self, n, training):
         """`(T, T - 1)`: for each task `i`, the other tasks in visiting order."""
-        if training:
-            keys = keras.random.uniform((n, n), seed=self.seed_generator)
-        else:
-            keys = ops.tile(ops.arange(n, dtype="float32")[None, :] / n, (n, 1))
-        keys = ops.where(ops.eye(n, dtype="bool"), 2.0, keys)  # i itself goes last
-        return ops.argsort(keys, axis=-1)[:, : n - 1]
+        return random_task_orders(n, self.seed_generator, training)[:, : n - 1]
 
     def gram_weights(self, gram, losses, labelled, training):
         gram = ops.convert_to_tensor(gram, "float32")

@@ -82,6 +82,7 @@ Modes:
 import keras
 from keras import ops
 
+from keras_mtl.weighting._gram import check_integer
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
@@ -92,15 +93,6 @@ _RIDGE = 1e-6
 _TINY = 1.1754944e-38
 #: Line-search step sizes: 1, 1/2, ..., 1/512, then 0 (stay).
 _STEPS = [2.0**-k for k in range(10)] + [0.0]
-
-
-def _check_int(argument, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an "
-            f"integer >= {minimum}. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def nash_weights(gram, active, iterations):
@@ -180,8 +172,8 @@ class NashMTL(GradientWeighting):
 
     def __init__(self, mode="params", update_every=1, max_iterations=20, max_norm=0.0, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        self.update_every = _check_int("update_every", update_every, 1)
-        self.max_iterations = _check_int("max_iterations", max_iterations, 1)
+        self.update_every = check_integer("update_every", update_every, 1)
+        self.max_iterations = check_integer("max_iterations", max_iterations, 1)
         self.max_norm = check_number("max_norm", max_norm, minimum=0)
 
     def build(self, losses_shape):

@@ -35,6 +35,7 @@ from keras import ops
 
 from keras_mtl.weighting._gram import active_tasks
 from keras_mtl.weighting._gram import normalized_gram
+from keras_mtl.weighting._gram import random_task_orders
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
 
@@ -101,13 +102,7 @@ class PCGrad(GradientWeighting):
     def task_orders(self, num_tasks, training):
         """`(T, T)` int: row `i` lists the other tasks in the order task `i`
         is projected against them, then `i` itself."""
-        if training:
-            scores = keras.random.uniform((num_tasks, num_tasks), seed=self.seed_generator)
-        else:
-            scores = ops.tile(ops.arange(num_tasks, dtype="float32")[None, :] / num_tasks,
-                              (num_tasks, 1))
-        scores = ops.where(ops.eye(num_tasks) > 0, 2.0, scores)  # self last
-        return ops.argsort(scores, axis=1)
+        return random_task_orders(num_tasks, self.seed_generator, training)
 
     def gram_weights(self, gram, losses, labelled, training):
         active = active_tasks(gram, labelled)
