@@ -182,10 +182,8 @@ class MultiTaskModel(keras.Model):
         self._task_loss_trackers = {
             n: keras.metrics.Mean(name=f"{n}_loss") for n in names
         }
-        self._weight_trackers = (
-            {n: keras.metrics.Mean(name=f"weight_{n}") for n in names}
-            if self.weighting is not None
-            else {}
+        self._weight_tracker = (
+            TaskWeightsMean(names) if self.weighting is not None else None
         )
         super().compile(
             optimizer=keras.optimizers.Adam() if optimizer == "auto" else optimizer,
@@ -314,7 +312,8 @@ class MultiTaskModel(keras.Model):
             for name in self.task_names:
                 metrics.append(self._task_loss_trackers[name])
                 metrics.extend(self._task_metrics[name])
-            metrics.extend(self._weight_trackers.values())
+            if self._weight_tracker is not None:
+                metrics.append(self._weight_tracker)
         return metrics
 
     def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
@@ -455,8 +454,8 @@ class MultiTaskModel(keras.Model):
         """
         for name in self.task_names:
             self._task_loss_trackers[name].update_state(losses[name], sample_weight=counts[name])
-        for name, tracker in self._weight_trackers.items():
-            tracker.update_state(weights[name])
+        if self._weight_tracker is not None:
+            self._weight_tracker.update_state(ops.stack([weights[n] for n in self.task_names]))
 
     def train_step(self, *args):
         # JAX's trainer passes (state, data); TensorFlow and torch pass (data,).
@@ -498,6 +497,33 @@ class MultiTaskModel(keras.Model):
             for t in config["tasks"]
         ]
         return cls(**config)
+
+
+class TaskWeightsMean(keras.metrics.Metric):
+    """Epoch mean of every task's weight, reported as `weight_<task>`.
+
+    One vector state for all tasks (not one `Mean` per task): the weights are
+    logged every step, so this keeps their cost to two variable updates.
+    """
+
+    def __init__(self, task_names, name="task_weights", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.task_names = list(task_names)
+        self.total = self.add_variable(
+            shape=(len(self.task_names),), initializer="zeros", name="total"
+        )
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, weights):
+        self.total.assign_add(ops.cast(weights, self.dtype))
+        self.count.assign_add(ops.ones((), self.dtype))
+
+    def result(self):
+        mean = ops.divide_no_nan(self.total, self.count)
+        return {f"weight_{n}": mean[i] for i, n in enumerate(self.task_names)}
+
+    def get_config(self):
+        return {**super().get_config(), "task_names": self.task_names}
 
 
 def _shape_text(x):
