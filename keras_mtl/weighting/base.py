@@ -42,6 +42,17 @@ def check_number(argument, value, minimum=None, exclusive=False, kind="float"):
     return float(value)
 
 
+def check_seed(seed):
+    """Returns `seed` (None or an integer >= 0), or raises a Keras-style
+    `ValueError`. Random methods draw from `keras.random.SeedGenerator(seed)`."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(
+            "Invalid value received for argument `seed`. Expected None or "
+            f"an integer >= 0. Received: seed={seed!r}"
+        )
+    return seed
+
+
 class Weighting(keras.layers.Layer):
     """Base class: maps per-task losses to `(total_loss, {task: weight})`.
 

@@ -59,6 +59,7 @@ Modes:
 import keras
 from keras import ops
 
+from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
 
@@ -99,11 +100,7 @@ class GradDrop(GradientWeighting):
                 "Invalid value received for argument `leak`. Expected a float "
                 f"in [0, 1]. Received: leak={leak!r}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                "Invalid value received for argument `seed`. Expected None or "
-                f"an integer >= 0. Received: seed={seed!r}"
-            )
+        check_seed(seed)
         self.leak = float(leak)
         self.seed = seed
 

@@ -66,6 +66,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting._gram import random_task_orders
+from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
 #: How close to +-1 the target cosine may get in the correction.
@@ -105,11 +106,7 @@ class GradVac(GradientWeighting):
                 "Invalid value received for argument `beta`. Expected a float "
                 f"in [0, 1]. Received: beta={beta!r}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                "Invalid value received for argument `seed`. Expected None or "
-                f"an integer >= 0. Received: seed={seed!r}"
-            )
+        check_seed(seed)
         self.beta = float(beta)
         self.seed = seed
 

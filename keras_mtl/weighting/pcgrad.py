@@ -36,6 +36,7 @@ from keras import ops
 from keras_mtl.weighting._gram import active_tasks
 from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import random_task_orders
+from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
 
@@ -91,11 +92,7 @@ class PCGrad(GradientWeighting):
 
     def __init__(self, mode="params", seed=None, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                "Invalid value received for argument `seed`. Expected None or "
-                f"an integer >= 0. Received: seed={seed!r}"
-            )
+        check_seed(seed)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 

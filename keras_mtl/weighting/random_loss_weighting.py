@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import check_seed
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -45,11 +46,7 @@ class RandomLossWeighting(Weighting):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(
-                "Invalid value received for argument `seed`. Expected None or "
-                f"an integer >= 0. Received: seed={seed!r}"
-            )
+        check_seed(seed)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
