@@ -42,6 +42,16 @@ def check_number(argument, value, minimum=None, exclusive=False, kind="float"):
     return float(value)
 
 
+def check_fraction(argument, value):
+    """Returns `value` as a float in [0, 1], or raises a Keras-style `ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected a float "
+            f"in [0, 1]. Received: {argument}={value!r}"
+        )
+    return float(value)
+
+
 def check_seed(seed):
     """Returns `seed` (None or an integer >= 0), or raises a Keras-style
     `ValueError`. Random methods draw from `keras.random.SeedGenerator(seed)`."""

@@ -59,6 +59,7 @@ Modes:
 import keras
 from keras import ops
 
+from keras_mtl.weighting.base import check_fraction
 from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
@@ -95,13 +96,8 @@ class GradDrop(GradientWeighting):
 
     def __init__(self, leak=0.0, seed=None, mode="representation", **kwargs):
         super().__init__(mode=mode, **kwargs)
-        if isinstance(leak, bool) or not isinstance(leak, (int, float)) or not 0 <= leak <= 1:
-            raise ValueError(
-                "Invalid value received for argument `leak`. Expected a float "
-                f"in [0, 1]. Received: leak={leak!r}"
-            )
+        self.leak = check_fraction("leak", leak)
         check_seed(seed)
-        self.leak = float(leak)
         self.seed = seed
 
     def build(self, losses_shape):

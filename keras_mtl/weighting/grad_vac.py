@@ -66,6 +66,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting._gram import random_task_orders
+from keras_mtl.weighting.base import check_fraction
 from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
 
@@ -101,13 +102,8 @@ class GradVac(GradientWeighting):
 
     def __init__(self, mode="params", beta=0.01, seed=None, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-            raise ValueError(
-                "Invalid value received for argument `beta`. Expected a float "
-                f"in [0, 1]. Received: beta={beta!r}"
-            )
+        self.beta = check_fraction("beta", beta)
         check_seed(seed)
-        self.beta = float(beta)
         self.seed = seed
 
     def build(self, losses_shape):
