@@ -18,6 +18,7 @@ def build_model(
     head_units=(256,),
     dropout=0.0,
     trainable_backbone=True,
+    architecture=None,
     name="multi_task_model",
 ):
     """Builds a multi-task model: one shared backbone, one head per task.
@@ -35,6 +36,10 @@ def build_model(
         head_units: Widths of the hidden layers of each head.
         dropout: Dropout rate in the heads.
         trainable_backbone: `False` freezes the backbone (only heads train).
+        architecture: `None` (hard parameter sharing: every head reads the
+            backbone's output) or one of `keras_mtl.architectures` (MMoE,
+            PLE, MTAN, cross-stitch, ...), which turns the backbone into a
+            trunk giving each task its own representation.
         name: Name of the model.
 
     Returns:
@@ -61,6 +66,15 @@ def build_model(
         )
     trunk, input_shape, preprocessing = resolve_backbone(backbone, input_shape, weights)
     trunk.trainable = trainable_backbone
+    if architecture is not None:
+        if not callable(getattr(architecture, "build_trunk", None)):
+            raise ValueError(
+                "Invalid value received for argument `architecture`. Expected None "
+                "or an object with a `build_trunk(backbone, task_names)` method "
+                "(see `keras_mtl.architectures`). Received: "
+                f"architecture={architecture!r}"
+            )
+        trunk = architecture.build_trunk(trunk, [t.name for t in tasks])
     return MultiTaskModel(
         trunk,
         tasks,

@@ -430,6 +430,12 @@ class GradientConflict(keras.callbacks.Callback):
                 "`GradientConflict` needs the TensorFlow backend for now. "
                 f"Received: backend={keras.backend.backend()!r}"
             )
+        if not model.shares_representation:
+            raise ValueError(
+                "`GradientConflict` measures gradients at the shared "
+                "representation; this model's trunk gives each task its own "
+                f"({sorted(model.trunk.output)})."
+            )
         unknown = sorted(set(self.y) - set(model.task_names))
         missing = [n for n in model.task_names if n not in self.y]
         if unknown or missing:

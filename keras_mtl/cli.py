@@ -575,7 +575,8 @@ def _diagnostics(weight_history, conflict, last_epoch_after):
 
 def _check_reload(model, path, images):
     """Reloads `path` and returns the largest prediction difference."""
-    reloaded = keras.models.load_model(path)
+    # Safe mode (Keras' default, stated): no Python code from the file runs.
+    reloaded = keras.models.load_model(path, safe_mode=True)
     expected = model.predict(images, verbose=0)
     received = reloaded.predict(images, verbose=0)
     error = max(

@@ -330,7 +330,7 @@ def _serving_archive(model, input_name, task_signatures, image_bytes, threshold)
     def serve_task(name):
         def serve_one(images):
             z = model.representation(images, training=False)
-            return postprocess({name: model.heads[name](z, training=False)})
+            return postprocess({name: model.heads[name](model.head_input(z, name), training=False)})
 
         return serve_one
 

@@ -61,10 +61,17 @@ def task_gradients(tape, losses, names, sources, mode):
     return tf.stack([_flatten(_gradient(tape, losses[n], sources)) for n in names])
 
 
-def _trunk_gradient(tape, z, variables, output_gradient):
-    """Flat gradient of the trunk's variables for the output gradient at `z`
-    (one backward pass through the trunk)."""
-    return _flatten(_gradient(tape, z, variables, output_gradients=output_gradient))
+def _trunk_gradient(tape, targets, variables, output_gradients):
+    """Flat gradient of the trunk's variables for output gradients at the
+    representations `targets` (one backward pass through the trunk).
+
+    `targets[t]` is what head t reads: the same `z` for every task, or task
+    t's own `z_t` (per-task trunks).
+    """
+    if all(target is targets[0] for target in targets):
+        return _flatten(_gradient(
+            tape, targets[0], variables, output_gradients=tf.add_n(output_gradients)))
+    return _flatten(_gradient(tape, targets, variables, output_gradients=output_gradients))
 
 
 def train_step(model, data):
@@ -94,7 +101,7 @@ def train_step(model, data):
         # One copy of `z` per head: one backward pass of Σ L_t through the
         # heads then gives every task's own gradient at `z` (the gradient
         # at head t's copy is L_t's alone) together with the heads' gradients.
-        copies = [tf.identity(z) for _ in names]
+        copies = [tf.identity(model.head_input(z, n)) for n in names]
         y_pred = {n: model.heads[n](c, training=True) for n, c in zip(names, copies)}
         sums, counts = model.task_loss_terms(y, y_pred, sample_weight)
         counts = tf.stack([counts[n] for n in names])
@@ -108,7 +115,7 @@ def train_step(model, data):
     # Each head sees only its own loss, so d(Σ L_t)/d(head_t) is head t's
     # own task gradient.
     grads = _gradient(tape, total_loss, copies + head_variables)
-    rep_grads, head_grads = tf.stack(grads[: len(names)]), grads[len(names) :]
+    rep_grads, head_grads = grads[: len(names)], grads[len(names) :]
 
     global_losses = losses
     if cross_replica_sum is not None:
@@ -116,13 +123,14 @@ def train_step(model, data):
         global_losses = {n: vector[i] for i, n in enumerate(names)}
     if weighting.mode == "representation":
         combined, weights = weighting.combine(
-            rep_grads, global_losses, training=True,
+            tf.stack(rep_grads), global_losses, training=True,
             cross_replica_sum=cross_replica_sum, activations=z,
         )
         trunk_grads = _gradient(tape, z, trunk_variables, output_gradients=combined)
     else:
+        targets = [model.head_input(z, n) for n in names]
         combined, weights = _params_combine(
-            tape, z, trunk_variables, rep_grads, weighting, global_losses, cross_replica_sum
+            tape, targets, trunk_variables, rep_grads, weighting, global_losses, cross_replica_sum
         )
         # The optimizer sums gradients over replicas; this one is global.
         trunk_grads = _unflatten(combined / replicas, trunk_variables)
@@ -141,13 +149,13 @@ def train_step(model, data):
     by_variable = {id(v): g for v, g in pairs}
     model.optimizer.apply_gradients([(by_variable[id(v)], v) for v in model.trainable_variables])
     total = ops.sum(weights * weighting.stack(global_losses)) + extra * replicas
-    batch_size = tf.shape(z)[0]
+    batch_size = tf.shape(copies[0])[0]
     model._loss_tracker.update_state(total, sample_weight=batch_size)
     model.track_losses(global_losses, weighting.unstack(weights), weighting.unstack(counts))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-def _params_combine(tape, z, variables, rep_grads, weighting, losses, cross_replica_sum):
+def _params_combine(tape, targets, variables, rep_grads, weighting, losses, cross_replica_sum):
     """Params mode: `(combined, weights)`, the combined (global) gradient of
     the trunk's variables, flat, and the task weights.
 
@@ -161,7 +169,10 @@ def _params_combine(tape, z, variables, rep_grads, weighting, losses, cross_repl
     """
     plan = weighting.reuse_plan(losses)
     if plan is None:
-        grads = tf.stack([_trunk_gradient(tape, z, variables, g) for g in tf.unstack(rep_grads)])
+        grads = tf.stack([
+            _trunk_gradient(tape, [target], variables, [g])
+            for target, g in zip(targets, rep_grads)
+        ])
         if cross_replica_sum is not None:
             grads = cross_replica_sum(grads)
         return weighting.combine(grads, losses, training=True)
@@ -172,13 +183,16 @@ def _params_combine(tape, z, variables, rep_grads, weighting, losses, cross_repl
     # steps, the stored combination on the others. (Inside a `tf.cond`
     # branch TensorFlow's oneDNN rewrites do not reach the convolutions,
     # whose gradients then take ~1.6 times as long on CPU.)
-    first = _trunk_gradient(
-        tape, z, variables,
-        tf.where(solve, rep_grads[0], tf.tensordot(stored, rep_grads, axes=1)),
-    )
+    first = _trunk_gradient(tape, targets, variables, [
+        tf.where(solve, g if t == 0 else tf.zeros_like(g), stored[t] * g)
+        for t, g in enumerate(rep_grads)
+    ])
 
     def all_tasks():
-        others = [_trunk_gradient(tape, z, variables, g) for g in tf.unstack(rep_grads)[1:]]
+        others = [
+            _trunk_gradient(tape, [target], variables, [g])
+            for target, g in zip(targets[1:], rep_grads[1:])
+        ]
         return tf.stack([first] + others)
 
     # `(T, P)` on solving steps, `(1, P)` (the combination) on the others.
@@ -213,6 +227,12 @@ def representation_gradients(model, x, y, sample_weight=None):
         losses and of their numbers of labelled examples (pixels).
     """
     names = model.task_names
+    if not model.shares_representation:
+        raise ValueError(
+            "Gradients at the shared representation need a model whose heads "
+            "read one shared `z`; this model's trunk gives each task its own "
+            f"representation ({sorted(model.trunk.output)})."
+        )
     z = model.representation(x, training=False)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(z)

@@ -69,7 +69,7 @@ def train_step(model, state, data):
         values = with_values([trainable[i] for i in trunk_at], head_values)
         pairs = list(zip(trainable_refs, values)) + list(zip(non_trainable_refs, after_trunk))
         with _scope(pairs) as scope:
-            y_pred = {n: model.heads[n](z, training=True) for n in names}
+            y_pred = {n: model.heads[n](model.head_input(z, n), training=True) for n in names}
             sums, counts = model.task_loss_terms(y, y_pred, sample_weight)
         counts = jnp.stack([counts[n] for n in names])
         losses = jnp.stack([sums[n] for n in names])

@@ -6,6 +6,13 @@ It knows where the shared part ends: `representation(x)` gives the trunk's
 output `z`, and `heads[name](z)` one task's prediction, which is the boundary
 gradient-level weighting methods work at.
 
+The trunk may also give each task its own representation: a trunk whose
+output is a dict `{task: z_t}` (the architectures of
+`keras_mtl.architectures`, or heads attached at other backbone layers with a
+task's `attach_at=`). Head t then reads `z_t`, and `representation(x)` is the
+dict. There is no single shared `z` then, so gradient-level methods run in
+`mode="params"` only.
+
 What it adds to a plain multi-output Keras model lives in `compile()` and
 `compute_loss()` / `compute_metrics()`; `fit`, `evaluate`, `predict`,
 callbacks and `.keras` saving are stock Keras:
@@ -95,20 +102,22 @@ class MultiTaskModel(keras.Model):
                 "Invalid value received for argument `dropout`. Expected a "
                 f"float in [0, 1). Received: dropout={dropout!r}"
             )
-        feature_shape = tuple(trunk.outputs[0].shape[1:])
-        dense = [t.name for t in tasks if t.kind == "dense"]
-        if dense and len(feature_shape) != 3:
-            raise ValueError(
-                "Invalid value received for argument `backbone`. Dense tasks "
-                f"{dense} need a backbone that exposes a feature map "
-                f"(batch, height, width, channels); {trunk.name!r} gives "
-                f"(batch, {', '.join(map(str, feature_shape))})."
-            )
+        if any(t.attach_at for t in tasks) and not isinstance(_trunk_output(trunk), dict):
+            trunk = _branched_trunk(trunk, tasks)
+        feature_shapes = _feature_shapes(trunk, tasks)
+        for t in tasks:
+            if t.kind == "dense" and len(feature_shapes[t.name]) != 3:
+                raise ValueError(
+                    "Invalid value received for argument `backbone`. Dense task "
+                    f"{t.name!r} needs a backbone that exposes a feature map "
+                    f"(batch, height, width, channels); {trunk.name!r} gives it "
+                    f"(batch, {', '.join(map(str, feature_shapes[t.name]))})."
+                )
 
         # === Layers ===
         preprocess = ImagePreprocessing(preprocessing, name="preprocessing")
         heads = {
-            t.name: build_head(t, feature_shape, input_shape, head_units, dropout)
+            t.name: build_head(t, feature_shapes[t.name], input_shape, head_units, dropout)
             for t in tasks
         }
 
@@ -116,7 +125,9 @@ class MultiTaskModel(keras.Model):
         # The trunk's dtype: float images, or token ids / strings for text.
         images = keras.Input(shape=input_shape, dtype=trunk.inputs[0].dtype, name="image")
         representation = trunk(preprocess(images))
-        outputs = {name: head(representation) for name, head in heads.items()}
+        outputs = {
+            name: head(_head_input(representation, name)) for name, head in heads.items()
+        }
         super().__init__(inputs=images, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -135,9 +146,19 @@ class MultiTaskModel(keras.Model):
     def task_names(self):
         return [t.name for t in self.tasks]
 
+    @property
+    def shares_representation(self):
+        """Whether all heads read one `z` (False for per-task trunks)."""
+        return not isinstance(_trunk_output(self.trunk), dict)
+
     def representation(self, images, training=False):
-        """The shared representation `z` (the trunk's output)."""
+        """The shared representation `z` (the trunk's output): a tensor, or
+        `{task: z_t}` for a trunk with per-task representations."""
         return self.trunk(self.preprocess(images), training=training)
+
+    def head_input(self, z, name):
+        """What head `name` reads from the representation `z`."""
+        return _head_input(z, name)
 
     def shared_variables(self):
         """Trainable variables of the shared trunk."""
@@ -299,6 +320,12 @@ class MultiTaskModel(keras.Model):
             problem = f"the {keras.backend.backend()!r} backend (TensorFlow and JAX only)"
         elif keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
             problem = "a `keras.distribution` on JAX (use TensorFlow's tf.distribute)"
+        elif weighting.mode == "representation" and not self.shares_representation:
+            problem = (
+                "mode='representation' on a trunk with per-task representations "
+                f"(outputs {sorted(self.trunk.output)}): there is no single shared `z`; "
+                "pass mode='params'"
+            )
         elif keras.mixed_precision.dtype_policy().name != "float32":
             problem = f"the dtype policy {keras.mixed_precision.dtype_policy().name!r} (float32 only for now)"
         else:
@@ -626,6 +653,68 @@ class TaskWeightsMean(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "task_names": self.task_names}
+
+
+def _trunk_output(trunk):
+    """The trunk's symbolic output: a tensor, or `{task: tensor}`."""
+    if isinstance(trunk, keras.Sequential):  # its `output` needs a call
+        return trunk.outputs[0]
+    return trunk.output
+
+
+def _head_input(z, name):
+    return z[name] if isinstance(z, dict) else z
+
+
+def _branched_trunk(trunk, tasks):
+    """The trunk with each task's features read at its `attach_at` layer
+    (the trunk's output for tasks without one): `{task: features}`."""
+    names = [layer.name for layer in trunk.layers]
+    outputs = {}
+    for task in tasks:
+        if not task.attach_at:
+            outputs[task.name] = trunk.outputs[0]
+            continue
+        if task.attach_at not in names:
+            raise ValueError(
+                f"Invalid value received for argument `attach_at` of task {task.name!r}. "
+                f"Expected the name of a layer of the backbone {trunk.name!r}: one of "
+                f"{names}. Received: attach_at={task.attach_at!r}"
+            )
+        layer = trunk.get_layer(task.attach_at)
+        output = getattr(layer, "output", None) if len(layer._inbound_nodes) == 1 else None
+        if not isinstance(output, keras.KerasTensor) or len(output.shape) not in (2, 4):
+            raise ValueError(
+                f"Invalid value received for argument `attach_at` of task {task.name!r}. "
+                f"Expected a layer called once with a feature-map or vector output; "
+                f"{task.attach_at!r} is called {len(layer._inbound_nodes)} times or gives "
+                f"{getattr(output, 'shape', 'several outputs')}."
+            )
+        outputs[task.name] = output
+    return keras.Model(trunk.inputs, outputs, name=trunk.name)
+
+
+def _feature_shapes(trunk, tasks):
+    """`{task: shape of what its head reads}`, without the batch axis."""
+    names = [t.name for t in tasks]
+    output = _trunk_output(trunk)
+    if not isinstance(output, dict):
+        return {n: tuple(output.shape[1:]) for n in names}
+    if sorted(trunk.output) != sorted(names):
+        raise ValueError(
+            "Invalid value received for argument `trunk`. A trunk with per-task "
+            f"outputs needs exactly one output per task {sorted(names)}. "
+            f"Received outputs {sorted(trunk.output)}."
+        )
+    shapes = {n: tuple(trunk.output[n].shape[1:]) for n in names}
+    bad = {n: s for n, s in shapes.items() if len(s) not in (1, 3)}
+    if bad:
+        raise ValueError(
+            "Invalid value received for argument `trunk`. Expected each task's "
+            "representation to be a feature map (batch, height, width, channels) "
+            f"or a vector (batch, features). Received shapes {bad}."
+        )
+    return shapes
 
 
 def _shape_text(x):

@@ -56,6 +56,9 @@ class Task:
             (`age_loss`, `val_age_mae`).
         loss: A Keras loss (name, function or `keras.losses.Loss`), or `None`
             for the task's default.
+        attach_at: Name of the backbone layer whose output this task's head
+            reads (a branch point: hierarchical or early-exit heads), or
+            `None` for the backbone's output.
     """
 
     #: "vector" heads read the pooled representation, "dense" heads decode
@@ -72,8 +75,14 @@ class Task:
     #: Whether a negative label (-1) marks a missing label (class labels).
     negative_is_missing = False
 
-    def __init__(self, name, loss=None):
+    def __init__(self, name, loss=None, attach_at=None):
         self.name = _check_name(name)
+        if attach_at is not None and (not isinstance(attach_at, str) or not attach_at):
+            raise ValueError(
+                "Invalid value received for argument `attach_at`. Expected None or "
+                f"the name of a backbone layer. Received: attach_at={attach_at!r}"
+            )
+        self.attach_at = attach_at
         self.loss = self.default_loss if loss is None else loss
         try:
             keras.losses.get(self.loss)
@@ -160,7 +169,7 @@ class Task:
         loss = self.loss
         if not isinstance(loss, str):
             loss = keras.saving.serialize_keras_object(loss)
-        return {"name": self.name, "loss": loss}
+        return {"name": self.name, "loss": loss, "attach_at": self.attach_at}
 
     @classmethod
     def from_config(cls, config):
@@ -184,6 +193,7 @@ class Regression(Task):
         name: The task's name.
         units: Number of values predicted per example.
         loss: "mse" (default), "mae", "huber", or any Keras loss.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -194,8 +204,8 @@ class Regression(Task):
 
     default_loss = "mse"
 
-    def __init__(self, name, units=1, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, units=1, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
         self.units = _check_int("units", units, 1)
 
     @property
@@ -225,6 +235,7 @@ class BinaryClassification(Task):
     Args:
         name: The task's name.
         loss: Defaults to binary cross-entropy.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -237,8 +248,8 @@ class BinaryClassification(Task):
     negative_is_missing = True
     default_loss = "binary_crossentropy"
 
-    def __init__(self, name, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
 
     @property
     def output_channels(self):
@@ -267,6 +278,7 @@ class MulticlassClassification(Task):
         class_names: Optional names of the classes, in id order (serving
             returns them).
         loss: Defaults to sparse categorical cross-entropy.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -281,8 +293,8 @@ class MulticlassClassification(Task):
     label_dtype = "int32"
     sparse_labels = True
 
-    def __init__(self, name, num_classes, class_names=None, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
         self.num_classes = _check_int("num_classes", num_classes, 2)
         if class_names is not None:
             class_names = list(class_names)
@@ -336,6 +348,7 @@ class MultilabelClassification(Task):
         num_labels: Number of labels, at least 1.
         label_names: Optional names of the labels.
         loss: Defaults to binary cross-entropy.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -348,8 +361,8 @@ class MultilabelClassification(Task):
     negative_is_missing = True
     default_loss = "binary_crossentropy"
 
-    def __init__(self, name, num_labels, label_names=None, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, num_labels, label_names=None, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
         self.num_labels = _check_int("num_labels", num_labels, 1)
         if label_names is not None and len(label_names) != num_labels:
             raise ValueError(
@@ -393,6 +406,7 @@ class Segmentation(Task):
         num_classes: Number of classes (background included), at least 2.
         class_names: Optional names of the classes.
         loss: Defaults to per-pixel sparse categorical cross-entropy.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -408,8 +422,8 @@ class Segmentation(Task):
     label_dtype = "int32"
     sparse_labels = True
 
-    def __init__(self, name, num_classes, class_names=None, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
         self.num_classes = _check_int("num_classes", num_classes, 2)
         self.class_names = None if class_names is None else list(class_names)
 
@@ -456,6 +470,7 @@ class DenseRegression(Task):
         channels: Values per pixel.
         loss: "mae" (default, as depth estimation usually reports), or any
             Keras loss.
+        attach_at: The backbone layer the head reads (see `Task`).
 
     Example:
 
@@ -467,8 +482,8 @@ class DenseRegression(Task):
     kind = "dense"
     default_loss = "mae"
 
-    def __init__(self, name, channels=1, loss=None):
-        super().__init__(name, loss=loss)
+    def __init__(self, name, channels=1, loss=None, attach_at=None):
+        super().__init__(name, loss=loss, attach_at=attach_at)
         self.channels = _check_int("channels", channels, 1)
 
     @property

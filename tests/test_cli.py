@@ -8,8 +8,21 @@ import pytest
 from keras_mtl import cli
 
 
-def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys):
-    assert cli.main(["demo", "--quick", "--output", str(tmp_path)]) == 0
+def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys, monkeypatch):
+    # Run from another folder, into a folder that does not exist yet: the CLI
+    # writes its files there and nowhere else.
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    output = tmp_path / "out" / "run"
+    assert cli.main(["demo", "--quick", "--output", str(output)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "out"]
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert list((tmp_path / "out").iterdir()) == [output]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "gradient_conflict.png", "hydranet.keras", "learning_curves.png",
+        "report.md", "results.json", "task_weights.png",
+    ]
+    tmp_path = output
 
     out = capsys.readouterr().out
     assert "Δm = " in out
@@ -45,7 +58,7 @@ def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys):
         assert len(pair["per_measurement"]) == 3
         assert all(-1 <= c <= 1 for c in pair["per_measurement"])
 
-    model = keras.models.load_model(tmp_path / "hydranet.keras")
+    model = keras.models.load_model(tmp_path / "hydranet.keras", safe_mode=True)
     assert sorted(model.output_names) == ["depth", "segmentation", "shape", "size"]
 
 

@@ -193,7 +193,7 @@ def test_only_inference_variables_are_saved(hydra, exported):
     assert len(names) == len(inference)
     assert sorted(names) == sorted(v.path for v in inference)
     weighting = [v.path for v in hydra.weighting.variables]
-    assert weighting == ["uncertainty/log_variances"]
+    assert weighting == [f"{hydra.weighting.name}/log_variances"]  # uncertainty[_N]
     assert not set(weighting) & set(names)
     assert len(hydra.variables) > len(inference)  # the model holds the weighting's too
     optimizer = [v.path for v in hydra.optimizer.variables]
