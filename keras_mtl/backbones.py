@@ -198,7 +198,9 @@ def _resolve_model(model, input_shape, weights):
 
 
 def _check_feature_shape(trunk, description):
-    shape = tuple(trunk.output.shape[1:]) if not isinstance(trunk.output, (list, dict)) else None
+    # `outputs`, not `output`: a Sequential model has the latter only once called.
+    outputs = trunk.outputs or []
+    shape = tuple(outputs[0].shape[1:]) if len(outputs) == 1 else None
     if shape is None or len(shape) not in (1, 3) or any(d == 0 for d in shape):
         raise ValueError(
             "Invalid value received for argument `backbone`. Expected a model "

@@ -6,6 +6,8 @@ policy, and wires the heads with `MultiTaskModel`.
 """
 
 from keras_mtl import tasks as tasks_lib
+from keras_mtl.backbones import _graph
+from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
 from keras_mtl.model import MultiTaskModel
 
@@ -18,6 +20,7 @@ def build_model(
     head_units=(256,),
     dropout=0.0,
     trainable_backbone=True,
+    freeze_blocks=0,
     architecture=None,
     name="multi_task_model",
 ):
@@ -36,6 +39,15 @@ def build_model(
         head_units: Widths of the hidden layers of each head.
         dropout: Dropout rate in the heads.
         trainable_backbone: `False` freezes the backbone (only heads train).
+        freeze_blocks: Number of leading blocks of the backbone to freeze
+            (seed 002: freeze the early blocks, fine-tune the rest). Block
+            boundaries are `keras_mtl.backbones.cut_points(backbone)`; the
+            layers up to the `freeze_blocks`-th boundary get
+            `trainable=False`, so `fit` neither computes their gradients nor
+            changes them. Batch normalization layers among them run in
+            inference mode (Keras 3 does so for `trainable=False`), keeping
+            their pretrained statistics. To fine-tune the rest at a smaller
+            rate, compile with `keras_mtl.optimizers.fine_tuning`.
         architecture: `None` (hard parameter sharing: every head reads the
             backbone's output) or one of `keras_mtl.architectures` (MMoE,
             PLE, MTAN, cross-stitch, ...), which turns the backbone into a
@@ -66,6 +78,7 @@ def build_model(
         )
     trunk, input_shape, preprocessing = resolve_backbone(backbone, input_shape, weights)
     trunk.trainable = trainable_backbone
+    _freeze_first_blocks(trunk, freeze_blocks)
     if architecture is not None:
         if not callable(getattr(architecture, "build_trunk", None)):
             raise ValueError(
@@ -73,6 +86,14 @@ def build_model(
                 "or an object with a `build_trunk(backbone, task_names)` method "
                 "(see `keras_mtl.architectures`). Received: "
                 f"architecture={architecture!r}"
+            )
+        attached = {t.name: t.attach_at for t in tasks if t.attach_at}
+        if attached:
+            raise ValueError(
+                "Invalid value received for argument `architecture`. Tasks with "
+                f"`attach_at` ({attached}) read backbone layers directly; an "
+                "architecture builds every task's representation itself. Use one "
+                f"or the other. Received: architecture={architecture!r}"
             )
         trunk = architecture.build_trunk(trunk, [t.name for t in tasks])
     return MultiTaskModel(
@@ -84,3 +105,23 @@ def build_model(
         dropout=dropout,
         name=name,
     )
+
+
+def _freeze_first_blocks(backbone, count):
+    """Sets `trainable=False` on the layers up to the `count`-th cut point."""
+    points = cut_points(backbone) if count else []
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= len(points):
+        raise ValueError(
+            "Invalid value received for argument `freeze_blocks`. Expected an "
+            f"integer from 0 to {len(points)}, the number of blocks of "
+            f"{backbone.name!r} (block ends: {[name for _, name in points]}). "
+            f"Received: freeze_blocks={count!r}"
+        )
+    if count == 0:
+        return
+    # A cut point is only reached through its output: every operation
+    # before it in the graph belongs to the frozen part.
+    frozen = {name for name, _, _ in _graph(backbone)[: points[count - 1][0] + 1]}
+    for layer in backbone.layers:
+        if layer.name in frozen:
+            layer.trainable = False
