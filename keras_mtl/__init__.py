@@ -13,15 +13,19 @@ Example:
 >>> model.compile(optimizer="adam")
 """
 
+from keras_mtl import architectures
 from keras_mtl import callbacks
 from keras_mtl import data
+from keras_mtl import distillation
 from keras_mtl import export
 from keras_mtl import metrics
 from keras_mtl import objectives
+from keras_mtl import optimizers
 from keras_mtl import tasks
 from keras_mtl import tuning
 from keras_mtl import weighting
 from keras_mtl.builder import build_model
+from keras_mtl.distillation import Distiller
 from keras_mtl.export import export_saved_model
 from keras_mtl.export import export_tflite
 from keras_mtl.model import MultiTaskModel
@@ -30,18 +34,22 @@ from keras_mtl.preprocessing import ImagePreprocessing
 from keras_mtl.version import __version__
 
 __all__ = [
+    "Distiller",
     "ImagePreprocessing",
     "MultiTaskHyperModel",
     "MultiTaskModel",
     "__version__",
+    "architectures",
     "build_model",
     "callbacks",
     "data",
+    "distillation",
     "export",
     "export_saved_model",
     "export_tflite",
     "metrics",
     "objectives",
+    "optimizers",
     "tasks",
     "tuning",
     "weighting",

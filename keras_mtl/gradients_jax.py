@@ -61,9 +61,12 @@ def train_step(model, state, data):
     def representation(trunk_values):
         values = with_values(trunk_values, [trainable[i] for i in head_at])
         pairs = list(zip(trainable_refs, values)) + list(zip(non_trainable_refs, non_trainable))
-        with _scope(pairs) as scope:
+        with keras.StatelessScope(state_mapping=pairs, collect_losses=True) as scope:
             z = model.representation(x, training=True)
-        return z, _current(scope, non_trainable_refs, non_trainable)
+        # Losses the trunk's layers add with `add_loss` (e.g. a soft-sharing
+        # penalty) join unweighted; weight regularisers are handled below.
+        added = sum((model._aggregate_additional_loss(l) for l in scope.losses), jnp.zeros(()))
+        return (z, added), _current(scope, non_trainable_refs, non_trainable)
 
     def task_losses(z, head_values, after_trunk):
         values = with_values([trainable[i] for i in trunk_at], head_values)
@@ -80,20 +83,27 @@ def train_step(model, state, data):
     trunk_values = [trainable[i] for i in trunk_at]
     head_values = [trainable[i] for i in head_at]
     if weighting.mode == "representation":
-        z, back_through_trunk, after_trunk = jax.vjp(representation, trunk_values, has_aux=True)
+        (z, added), back_through_trunk, after_trunk = jax.vjp(
+            representation, trunk_values, has_aux=True
+        )
         (grads, head_jacobian), aux = jax.jacrev(task_losses, argnums=(0, 1), has_aux=True)(
             z, head_values, after_trunk
         )
     else:
         def all_losses(trunk_values, head_values):
-            z, after_trunk = representation(trunk_values)
-            return task_losses(z, head_values, after_trunk)
+            (z, added), after_trunk = representation(trunk_values)
+            losses, aux = task_losses(z, head_values, after_trunk)
+            # The added loss is one more row of the Jacobian.
+            return jnp.concatenate([losses, added[None]]), (aux, added)
 
-        (trunk_jacobian, head_jacobian), aux = jax.jacrev(
+        (trunk_jacobian, head_jacobian), (aux, added) = jax.jacrev(
             all_losses, argnums=(0, 1), has_aux=True
         )(trunk_values, head_values)
         num_tasks = len(names)
-        grads = jnp.concatenate([j.reshape(num_tasks, -1) for j in trunk_jacobian], axis=1)
+        added_grads = [j[num_tasks] for j in trunk_jacobian]
+        grads = jnp.concatenate(
+            [j[:num_tasks].reshape(num_tasks, -1) for j in trunk_jacobian], axis=1
+        )
         z = None
     losses, counts, y_pred, after_step = aux
     losses, grads = jax.lax.stop_gradient(losses), jax.lax.stop_gradient(grads)
@@ -109,11 +119,11 @@ def train_step(model, state, data):
 
     if z is None:
         trunk_grads, offset = [], 0
-        for value in trunk_values:
-            trunk_grads.append(combined[offset:offset + value.size].reshape(value.shape))
+        for value, extra in zip(trunk_values, added_grads):
+            trunk_grads.append(combined[offset:offset + value.size].reshape(value.shape) + extra)
             offset += value.size
     else:
-        (trunk_grads,) = back_through_trunk(combined)
+        (trunk_grads,) = back_through_trunk((combined, jnp.ones((), combined.dtype)))
     head_grads = [j.sum(axis=0) for j in head_jacobian]
     all_grads = [jnp.zeros_like(v) for v in trainable]
     for i, g in zip(trunk_at + head_at, list(trunk_grads) + head_grads):
@@ -131,7 +141,7 @@ def train_step(model, state, data):
     )
 
     with _scope(zip(model.metrics_variables, metrics_values)) as scope:
-        total = jnp.sum(weights * losses)
+        total = jnp.sum(weights * losses) + added
         model._loss_tracker.update_state(total, sample_weight=keras.tree.flatten(x)[0].shape[0])
         model.track_losses(loss_dict, weighting.unstack(weights), weighting.unstack(counts))
         logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

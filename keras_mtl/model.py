@@ -43,6 +43,7 @@ from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.saving import serialization_lib
 
 from keras_mtl import gradients
+from keras_mtl import optimizers as optimizers_lib
 from keras_mtl.data import SourceValidation
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
@@ -217,6 +218,9 @@ class MultiTaskModel(keras.Model):
             optimizer=keras.optimizers.Adam() if optimizer == "auto" else optimizer,
             **kwargs,
         )
+        # `LearningRateMultipliers` keys name this model's trunk, heads and
+        # layers (also when `load_model` compiles it again).
+        optimizers_lib.bind(self.optimizer, self)
         self._compile_config = serialization_lib.SerializableDict(
             optimizer=optimizer,
             loss=loss,
@@ -353,22 +357,29 @@ class MultiTaskModel(keras.Model):
         return metrics
 
     def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
+        callbacks, validation_data = self.fit_callbacks(callbacks, validation_data, kwargs)
+        return super().fit(
+            *args, callbacks=callbacks, validation_data=validation_data, **kwargs
+        )
+
+    def fit_callbacks(self, callbacks, validation_data, fit_kwargs):
+        """The callbacks `fit` puts before the user's, and the validation
+        data left for Keras (`fit_kwargs` loses `validation_freq` when the
+        sources are validated here)."""
         callbacks = list(callbacks or [])
         if isinstance(validation_data, dict):
             # {source: dataset}: evaluated source by source at epoch end
             # (`val_<source>_<task>_<metric>`), before any callback that may
             # monitor those keys, as Keras' own validation is.
             callbacks.insert(0, SourceValidation(
-                validation_data, frequency=kwargs.pop("validation_freq", 1)))
+                validation_data, frequency=fit_kwargs.pop("validation_freq", 1)))
             validation_data = None
         if self.weighting is not None:
             # First, so that checkpoints written at epoch end see its update.
             callbacks.insert(0, WeightingCallback(self.weighting))
         # Before every other callback: a checkpoint must never see NaN weights.
         callbacks.insert(0, _StopOnNonFiniteLoss(self.task_names))
-        return super().fit(
-            *args, callbacks=callbacks, validation_data=validation_data, **kwargs
-        )
+        return callbacks, validation_data
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer reduces the whole first (nested) batch with one
