@@ -125,3 +125,10 @@ def test_params_mode_update_is_the_methods_combination_of_exact_task_gradients()
     for n in model.task_names:
         for v, b, g in zip(model.heads[n].trainable_variables, heads_before[n], head_grads[n]):
             np.testing.assert_allclose(v.numpy() - b, -g.numpy(), atol=1e-5)
+
+
+def test_attach_at_and_an_architecture_do_not_mix():
+    tasks = [tasks_lib.Regression("a", attach_at="pool1"), tasks_lib.Regression("b")]
+    with pytest.raises(ValueError, match=r"`architecture`.*\{'a': 'pool1'\}.*one or the other"):
+        keras_mtl.build_model(backbone(), tasks, head_units=(8,),
+                              architecture=keras_mtl.architectures.MMoE(num_experts=2))

@@ -137,3 +137,20 @@ def test_cifar10_animal_trains_offline_on_mock_data(capsys):
     assert test.keys() == {"label", "animal"} and test["animal"].keys() == {"accuracy", "auc"}
     out = capsys.readouterr().out
     assert "Test split:" in out and "| animal | auc" in out
+
+
+def test_architectures_compares_sharing_schemes_with_single_task_baselines(capsys):
+    example = _load_example("architectures")
+    results = example.main([
+        "--quick", "--architectures", "mmoe,cross_stitch", "--examples", "32",
+        "--test-examples", "16", "--batch-size", "16", "--verbose", "0",
+    ])
+    assert set(results["single_task"]) == {"shape", "count", "size", "position"}
+    assert set(results["multi_task"]) == {"mmoe", "cross_stitch"}
+    stitched = results["multi_task"]["cross_stitch"]
+    assert np.isfinite(stitched["delta_m"])
+    # One trunk copy per task: about as many parameters as the 4 baselines.
+    assert stitched["parameters"] > 3 * results["multi_task"]["mmoe"]["parameters"]
+    out = capsys.readouterr().out
+    assert "| mmoe " in out and f"{stitched['delta_m']:+.2f}" in out
+    assert "6 models in" in out
