@@ -169,6 +169,13 @@ def resolve_backbone(backbone, input_shape=None, weights=None):
 
 
 def _resolve_model(model, input_shape, weights):
+    if not hasattr(model, "inputs"):
+        raise ValueError(
+            "Invalid value received for argument `backbone`. Expected a Functional "
+            "or Sequential `keras.Model` with one image input; a subclassed model "
+            "has no symbolic inputs. Wrap it: `inputs = keras.Input(shape); "
+            f"keras.Model(inputs, model(inputs))`. Received: backbone={model!r}"
+        )
     if len(model.inputs or []) != 1:
         raise ValueError(
             "Invalid value received for argument `backbone`. Expected a "

@@ -80,11 +80,13 @@ def build_model(
     trunk.trainable = trainable_backbone
     _freeze_first_blocks(trunk, freeze_blocks)
     if architecture is not None:
-        if not callable(getattr(architecture, "build_trunk", None)):
+        if isinstance(architecture, type) or not callable(
+            getattr(architecture, "build_trunk", None)
+        ):
             raise ValueError(
                 "Invalid value received for argument `architecture`. Expected None "
-                "or an object with a `build_trunk(backbone, task_names)` method "
-                "(see `keras_mtl.architectures`). Received: "
+                "or an instance with a `build_trunk(backbone, task_names)` method "
+                "(see `keras_mtl.architectures`, e.g. `MMoE()`). Received: "
                 f"architecture={architecture!r}"
             )
         attached = {t.name: t.attach_at for t in tasks if t.attach_at}

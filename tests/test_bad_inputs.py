@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl
+from keras_mtl import architectures as A
 from keras_mtl import cli
 from keras_mtl import data
 from keras_mtl import metrics
@@ -19,6 +20,8 @@ from keras_mtl import tasks as T
 from keras_mtl import weighting as W
 from keras_mtl.callbacks import LossWeightScheduler
 from keras_mtl.datasets import digit_pairs, shapes, utkface
+from keras_mtl.distillation import Distiller
+from keras_mtl.optimizers import LearningRateMultipliers, fine_tuning
 from keras_mtl.tuning import MultiTaskHyperModel
 
 from conftest import random_images, random_labels, tiny_model, tiny_trunk
@@ -49,6 +52,32 @@ def fit_with(x=None, y=None, **kwargs):
 def sources():
     ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2), "float32"), {"a": np.zeros(4)}))
     return {"one": ds.batch(2), "two": ds.batch(2)}
+
+
+def shared_layer_trunk():
+    """A trunk whose convolution `shared` is called twice."""
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="shared")
+    return keras.Model(inputs, conv(conv(inputs)), name="shared_trunk")
+
+
+def architecture_model(architecture, tasks=TASKS):
+    return keras_mtl.build_model(tiny_trunk(), tasks, head_units=(8,), architecture=architecture)
+
+
+def fit_plain_model(optimizer):
+    """A plain `keras.Model` (no `MultiTaskModel.compile` to bind the optimizer)."""
+    model = tiny_trunk()
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(random_images(4), np.zeros((4, 4, 4, 4), "float32"), epochs=1, verbose=0)
+
+
+def distiller(teachers, **kwargs):
+    return Distiller(tiny_model(TASKS), teachers, **kwargs)
+
+
+def teacher(task, input_shape=(16, 16, 3)):
+    return tiny_model([task], input_shape=input_shape)
 
 
 CASES = [
@@ -169,6 +198,85 @@ CASES = [
      ValueError, export_error(r"`quantization`.*Received")),
     ("utkface folder missing", lambda: utkface.load("/no/such/dir", 32), ValueError,
      r"`directory`.*Received: directory='/no/such/dir'"),
+    # --- architectures and attach_at ------------------------------------------------------
+    ("mmoe experts 0", lambda: A.MMoE(num_experts=0), ValueError,
+     r"`num_experts`.*Received: num_experts=0"),
+    ("mmoe expert units int", lambda: A.MMoE(expert_units=8), ValueError,
+     r"`expert_units`. Expected a non-empty tuple.*Received: expert_units=8"),
+    ("ple activation unknown", lambda: A.PLE(expert_activation="relux"), ValueError,
+     r"`expert_activation`.*Received: expert_activation='relux'"),
+    ("cross-stitch init > 1", lambda: A.CrossStitch(init=1.5), ValueError,
+     r"`init`.*'paper', 'identity' or a float in \[0, 1\].*Received: init=1.5"),
+    ("cross-stitch too many blocks", lambda: architecture_model(A.CrossStitchNetwork(blocks=5)),
+     ValueError, r"`blocks`. Expected at most 1 .*'tiny_trunk'.*Received: blocks=5"),
+    ("mtan unknown block", lambda: architecture_model(A.MTAN(blocks=["conv9"])), ValueError,
+     r"`blocks`.*block boundaries of 'tiny_trunk'.*Received: blocks=\['conv9'\] "
+     r"\(unknown: \['conv9'\]\)"),
+    ("task batch norm without batch norm", lambda: architecture_model(A.TaskSpecificBatchNorm()),
+     ValueError, r"`backbone`.*BatchNormalization layers; 'tiny_trunk' has none"),
+    ("soft sharing strength inf", lambda: A.SoftSharing(strength=float("inf")), ValueError,
+     r"`strength`.*Received: strength=inf"),
+    ("architecture not an architecture", lambda: architecture_model("mmoe"), ValueError,
+     r"`architecture`. Expected None or an instance with a `build_trunk.*"
+     r"Received: architecture='mmoe'"),
+    ("architecture class, not instance", lambda: architecture_model(A.MMoE), ValueError,
+     r"`architecture`.*e.g. `MMoE\(\)`.*Received: architecture=<class"),
+    ("subclassed backbone", lambda: keras_mtl.build_model(
+        type("Sub", (keras.Model,), {"call": lambda self, x: x})(), TASKS, input_shape=(16, 16, 3)),
+     ValueError, r"`backbone`.*subclassed model has no symbolic inputs.*Received: backbone="),
+    ("attach_at with architecture", lambda: architecture_model(
+        A.MMoE(num_experts=2, expert_units=(4,)), [T.Regression("a", attach_at="conv2d")]),
+     ValueError,
+     r"`architecture`.*`attach_at` \(\{'a': 'conv2d'\}\).*Received: architecture=MMoE\("),
+    ("freeze_blocks too many", lambda: tiny_model(TASKS, freeze_blocks=3), ValueError,
+     r"`freeze_blocks`. Expected an integer from 0 to 2.*Received: freeze_blocks=3"),
+    ("attach_at empty", lambda: T.Regression("a", attach_at=""), ValueError,
+     r"`attach_at`.*Received: attach_at=''"),
+    ("attach_at unknown layer", lambda: tiny_model([T.Regression("a", attach_at="conv9")]),
+     ValueError,
+     r"`attach_at` of task 'a'.*one of \['input_layer.*'\]. Received: attach_at='conv9'"),
+    ("attach_at shared layer", lambda: keras_mtl.build_model(
+        shared_layer_trunk(), [T.Regression("a", attach_at="shared")], head_units=(8,)),
+     ValueError, r"`attach_at` of task 'a'.*called once.*'shared' is called 2 times"),
+    ("representation mode, per-task trunk", lambda: architecture_model(
+        A.MMoE(num_experts=2, expert_units=(4,))).compile(weighting=W.MGDA(mode="representation")),
+     ValueError, r"`weighting`.*MGDA.*mode='representation' on a trunk with per-task"),
+    # --- optimizers --------------------------------------------------------------------------
+    ("multiplier negative", lambda: LearningRateMultipliers("adam", {"trunk": -0.1}), ValueError,
+     r"`multipliers\['trunk'\]`.*Received: multipliers\['trunk'\]=-0.1"),
+    ("multipliers wrap a wrapper", lambda: LearningRateMultipliers(
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()), {"trunk": 0.1}),
+     ValueError, r"`optimizer`.*not a wrapper.*Received: optimizer=.*LossScaleOptimizer"),
+    ("multipliers unknown layer", lambda: compiled(
+        optimizer=LearningRateMultipliers("adam", {"heads": 0.1})),
+     ValueError, r"`multipliers`.*one of \[.*'trunk'.*\]. Received unknown keys \['heads'\]"),
+    ("multipliers unbound, unknown path", lambda: fit_plain_model(
+        LearningRateMultipliers("sgd", {"nope": 0.5})),
+     ValueError, r"`multipliers`.*not bound.*Received unknown keys \['nope'\]"),
+    ("fine_tuning trunk in head_factors", lambda: fine_tuning(head_factors={"trunk": 0.5}),
+     ValueError, r"`head_factors`.*`backbone_factor`.*Received: head_factors=\{'trunk': 0.5\}"),
+    # --- distillation ------------------------------------------------------------------------
+    ("distiller student not a MultiTaskModel", lambda: Distiller(tiny_trunk(), {"b": tiny_trunk()}),
+     ValueError, r"`student`.*Received: student=<Functional name=tiny_trunk"),
+    ("distiller teacher for unknown task", lambda: distiller({"z": teacher(T.Regression("z"))}),
+     ValueError, r"`teachers`.*\['a', 'b'\]. Received unknown keys \['z'\]"),
+    ("distiller teacher output shape", lambda: distiller(
+        {"b": teacher(T.MulticlassClassification("b", 3))}),
+     ValueError,
+     r"`teachers`.*task 'b'.*\(None, 1\). Received a teacher output of shape \(None, 3\)"),
+    ("distiller teacher input shape", lambda: distiller(
+        {"b": teacher(T.BinaryClassification("b"), input_shape=(32, 32, 3))}),
+     ValueError, r"`teachers`.*task 'b' cannot take the student's inputs \(None, 16, 16, 3\)"
+     r".*32, 32, 3"),
+    ("distiller temperature 0", lambda: distiller({"b": teacher(T.BinaryClassification("b"))},
+                                                  temperature=0),
+     ValueError, r"`temperature`.*Received: temperature=0"),
+    ("distiller alpha > 1", lambda: distiller({"b": teacher(T.BinaryClassification("b"))},
+                                              alpha=1.5),
+     ValueError, r"`alpha`.*Received: alpha=1.5"),
+    ("distiller gradient weighting", lambda: distiller(
+        {"b": teacher(T.BinaryClassification("b"))}).compile(weighting="mgda"),
+     ValueError, r"`weighting`.*loss-level weightings only.*Received: weighting=<MGDA"),
     # --- CLI -----------------------------------------------------------------------------
     ("cli unknown command", lambda: cli.main(["train-everything"]), SystemExit, r"2"),
     ("cli bad epochs", lambda: cli.main(["demo", "--epochs", "0"]), SystemExit, r"2"),
