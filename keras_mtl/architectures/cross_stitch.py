@@ -135,14 +135,15 @@ class CrossStitch(keras.layers.Layer):
     def call(self, inputs):
         keys = sorted(inputs) if isinstance(inputs, dict) else None
         tensors = [inputs[k] for k in keys] if keys else list(inputs)
-        x = ops.stack(tensors, axis=0)  # (T, batch, ..., C)
-        alpha = ops.cast(self.alpha, x.dtype)
-        # alpha[i, j] (per channel: alpha[i, j, c]) broadcast over batch and
-        # spatial axes, x[j] summed out.
-        extra = len(x.shape) - 1 - (1 if self.per_channel else 0)
-        alpha = ops.reshape(alpha, (*alpha.shape[:2], *([1] * extra), *alpha.shape[2:]))
-        mixed = ops.sum(alpha * ops.expand_dims(x, 0), axis=1)
-        outputs = [mixed[i] for i in range(len(tensors))]
+        alpha = ops.cast(self.alpha, tensors[0].dtype)
+        # x'_i = Σ_j alpha[i, j] x_j (per channel: alpha[i, j] is a (C,)
+        # vector, broadcast over batch and spatial axes). A plain sum of
+        # products: XLA on CPU crashes on the stacked 5-d broadcast under
+        # JAX's jit + jacrev (gradient-level methods in params mode).
+        count = len(tensors)
+        outputs = [
+            sum(alpha[i, j] * tensors[j] for j in range(count)) for i in range(count)
+        ]
         return dict(zip(keys, outputs)) if keys else outputs
 
     def compute_output_shape(self, input_shape):
