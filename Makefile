@@ -5,11 +5,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
+# The backend-agnostic core on JAX. JAX_TESTS run in `make test`; the longer
+# JAX_MORE (the JAX gradient step checked against TensorFlow's, the model,
+# data, architectures, optimizers, distillation) in `make test-slow`.
 JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
-	tests/test_weighting_famo.py tests/test_gradients_jax.py tests/test_tasks.py \
-	tests/test_metrics.py tests/test_backbones.py tests/test_bad_inputs.py
+	tests/test_weighting_famo.py tests/test_tasks.py tests/test_metrics.py \
+	tests/test_backbones.py tests/test_bad_inputs.py tests/test_branching.py
+JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
+	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
+	tests/test_architectures_mmoe.py tests/test_architectures_ple.py \
+	tests/test_architectures_cross_stitch.py tests/test_architectures_mtan.py \
+	tests/test_architectures_task_norm.py tests/test_architectures_soft_sharing.py
 
 .PHONY: install test test-slow demo bench clean
 
@@ -23,12 +31,11 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest keras_mtl tests -m "not slow"
-	# The backend-agnostic core (tasks, builders, loss-level weighting, bad
-	# inputs) and the JAX gradient step (checked against TensorFlow's) on JAX.
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 test-slow: install
 	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: no slow test collected
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_MORE)
 
 demo: install
 	$(BIN)/keras-mtl demo

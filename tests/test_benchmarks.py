@@ -14,6 +14,7 @@ import bench_inference  # noqa: E402
 import bench_quality  # noqa: E402
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_quality_quick_run_writes_json_and_markdown(tmp_path, capsys):
     argv = ["--quick", "--workers", "0", "--datasets", "digit_pairs",
             "--methods", "equal", "pcgrad", "--output", str(tmp_path)]
@@ -91,6 +92,7 @@ def test_quality_bad_arguments(capsys):
     assert "argument --epochs: Expected an integer >= 1. Received: 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_inference_tiny_run(tmp_path):
     # --threads 0: TensorFlow has started in this process; its pools are set.
     argv = ["--tasks", "2", "--repeats", "2", "--warmup", "0", "--image-size", "32",

@@ -8,6 +8,7 @@ import pytest
 from keras_mtl import cli
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys, monkeypatch):
     # Run from another folder, into a folder that does not exist yet: the CLI
     # writes its files there and nowhere else.

@@ -246,6 +246,7 @@ def test_an_interleaved_batch_has_the_gradient_of_its_source_alone():
         assert np.all(g == 0.0)  # no gradient, and no NaN from the NaN placeholders
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_every_weighting_method_steps_on_interleaved_batches():
     """A task without labels in the batch: finite update, its head untouched."""
     first, second = _source(VECTOR[:2], 4, seed=0), _source(VECTOR[2:], 4, seed=1)

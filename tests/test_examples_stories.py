@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+# Long (each trains models): `make test-slow` runs them.
+pytestmark = pytest.mark.slow
+
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 

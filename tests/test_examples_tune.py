@@ -16,6 +16,7 @@ def _load_example():
     return module
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_quick_bayesian_search(tmp_path, capsys):
     example = _load_example()
     result = example.main(["--quick", "--tuner", "bayesian", "--directory", str(tmp_path),

@@ -202,6 +202,7 @@ def test_only_inference_variables_are_saved(hydra, exported):
 
 
 # --- saved_model_cli ----------------------------------------------------------------
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_saved_model_cli_show_and_run(hydra, exported, tmp_path):
     path, _ = exported
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -538,6 +539,7 @@ def check_drops(reference, drops):
             assert drop <= bound, (quantization, key, drop)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_tflite_metric_drop_on_shapes(tmp_path, capsys):
     """Each task's metric, Keras vs TFLite, on a small model hydra on shapes."""
     reference, drops, _, table = metric_drops(

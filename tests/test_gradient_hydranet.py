@@ -13,6 +13,10 @@ from keras_mtl.datasets import shapes
 
 from conftest import tiny_model
 
+# Long (each trains models): `make test-slow` runs them.
+pytestmark = pytest.mark.slow
+
+
 METHODS = [W.MGDA, W.PCGrad, W.CAGrad, W.IMTL, W.AlignedMTL, W.GradNorm, W.NashMTL,
            W.GradVac, W.GradDrop, W.UPGrad]
 CASES = [(cls, mode) for cls in METHODS for mode in cls.supported_modes]

@@ -234,6 +234,7 @@ def test_dropout_seed_states_are_saved_so_resumed_runs_draw_the_same_masks(tmp_p
         other.load_own_variables({"seed_0": states[0]})
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_the_issue_example_with_a_keras_application(tmp_path):
     """The foundation issue's example, end to end, on MobileNetV3Small."""
     tasks = [T.Regression("age", loss="mae"), T.BinaryClassification("gender"),

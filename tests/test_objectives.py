@@ -249,6 +249,7 @@ def _search(tmp_path, hypermodel, objective, **search_kwargs):
     return tuner
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_tuner_objective_never_logged_stops_the_search(tmp_path):
     hypermodel = _hypermodel([objectives.DeltaM(TASKS, {"shape": {"accuracy": 0.5}})])
     with pytest.raises(keras_tuner.errors.FatalValueError) as info:
@@ -259,12 +260,14 @@ def test_tuner_objective_never_logged_stops_the_search(tmp_path):
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_tuner_objective_without_its_callback(tmp_path):
     with pytest.raises(keras_tuner.errors.FatalValueError,
                        match=r"needs \['val_delta_m'\].*callbacks of this hypermodel log \[\]"):
         _search(tmp_path, _hypermodel([]), keras_tuner.Objective("val_delta_m", "min"))
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_search_without_validation_data_fails_before_training(tmp_path):
     hypermodel = _hypermodel([objectives.DeltaM(TASKS, {"shape": {"accuracy": 0.5}})])
     with pytest.raises(keras_tuner.errors.FatalValueError, match="pass `validation_data`"):
@@ -272,6 +275,7 @@ def test_search_without_validation_data_fails_before_training(tmp_path):
                 validation_data=None)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_weighted_score_as_tuner_objective(tmp_path):
     scales = objectives.label_scales(_data("train", 16), TASKS)
     hypermodel = _hypermodel([objectives.WeightedScore(TASKS, scales=scales)])

@@ -336,6 +336,7 @@ def _search_hypermodel(weightings=("equal", "dwa", "uncertainty")):
 OBJECTIVE = keras_tuner.Objective("val_delta_m", direction="min")
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_random_search(tmp_path):
     tuner = keras_tuner.RandomSearch(
         _search_hypermodel(("equal", "pcgrad")), objective=OBJECTIVE, max_trials=2, seed=1,
@@ -348,6 +349,7 @@ def test_random_search(tmp_path):
     assert isinstance(model, keras_mtl.MultiTaskModel)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_bayesian_optimization(tmp_path):
     tuner = keras_tuner.BayesianOptimization(
         _search_hypermodel(), objective=OBJECTIVE, max_trials=2, num_initial_points=1,
@@ -360,6 +362,7 @@ def test_bayesian_optimization(tmp_path):
     assert len({str(t.hyperparameters.values) for t in trials}) == 2
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_hyperband_resumes_from_earlier_trials(tmp_path):
     tuner = keras_tuner.Hyperband(
         _search_hypermodel(), objective=OBJECTIVE, max_epochs=2, factor=2,
