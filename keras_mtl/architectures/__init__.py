@@ -18,6 +18,7 @@ Keras layers, so the model round-trips through `.keras` files.
   (`SoftSharingPenalty`) between corresponding weights.
 """
 
+from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.cross_stitch import CrossStitch
 from keras_mtl.architectures.cross_stitch import CrossStitchNetwork
 from keras_mtl.architectures.mmoe import MMoE

@@ -31,7 +31,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mtl.architectures.mmoe import check_task_names
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
 from keras_mtl.backbones import cut_points
 
 _INITS = ("paper", "identity")
@@ -154,7 +155,7 @@ class CrossStitch(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class CrossStitchNetwork:
+class CrossStitchNetwork(Architecture):
     """The cross-stitch architecture for `keras_mtl.build_model(..., architecture=)`.
 
     One tower per task, each a copy of the backbone cut into segments at
@@ -279,11 +280,3 @@ class CrossStitchNetwork:
             "per_channel": self.per_channel,
             "copy_weights": self.copy_weights,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

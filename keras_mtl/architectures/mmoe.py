@@ -22,6 +22,9 @@ embedding vectors; pooling is our choice to bring images to that form).
 import keras
 from keras import ops
 
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
+
 
 def check_positive_int(argument, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -57,21 +60,6 @@ def check_activation(argument, activation):
             f"Keras activation name such as 'relu'. Received: {argument}={activation!r}"
         ) from error
     return activation
-
-
-def check_task_names(task_names):
-    names = list(task_names) if isinstance(task_names, (list, tuple)) else None
-    if (
-        not names
-        or not all(isinstance(n, str) and n for n in names)
-        or len(set(names)) != len(names)
-    ):
-        raise ValueError(
-            "Invalid value received for argument `task_names`. Expected a "
-            "non-empty list of unique task names (strings). Received: "
-            f"task_names={task_names!r}"
-        )
-    return names
 
 
 def check_vector(layer_name, shape):
@@ -263,7 +251,7 @@ def pooled_features(backbone, name):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MMoE:
+class MMoE(Architecture):
     """The MMoE architecture for `keras_mtl.build_model(..., architecture=)`.
 
     The trunk is the backbone, global average pooling (when the backbone
@@ -308,11 +296,3 @@ class MMoE:
             "expert_units": list(self.expert_units),
             "expert_activation": self.expert_activation,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

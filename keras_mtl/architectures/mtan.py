@@ -32,7 +32,8 @@ import keras
 from keras import ops
 
 from keras_mtl.backbones import cut_points
-from keras_mtl.architectures.mmoe import check_task_names
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -104,7 +105,7 @@ def _shapes(input_shape):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MTAN:
+class MTAN(Architecture):
     """Multi-Task Attention Network (Liu, Johns & Davison 2019).
 
     An architecture for `keras_mtl.build_model(..., architecture=MTAN())`:
@@ -219,13 +220,6 @@ class MTAN:
 
     def get_config(self):
         return {"blocks": self.blocks}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"MTAN(blocks={self.blocks!r})"
 
 
 def _feature_extractor(previous_shape, shape, name):

@@ -29,7 +29,8 @@ from keras import ops
 from keras_mtl.architectures.mmoe import Experts
 from keras_mtl.architectures.mmoe import check_activation
 from keras_mtl.architectures.mmoe import check_positive_int
-from keras_mtl.architectures.mmoe import check_task_names
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
 from keras_mtl.architectures.mmoe import check_units
 from keras_mtl.architectures.mmoe import check_vector
 from keras_mtl.architectures.mmoe import gate
@@ -166,7 +167,7 @@ class ExtractionNetwork(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class PLE:
+class PLE(Architecture):
     """The PLE (or, with one level, CGC) architecture for
     `keras_mtl.build_model(..., architecture=)`.
 
@@ -228,11 +229,3 @@ class PLE:
             "expert_units": list(self.expert_units),
             "expert_activation": self.expert_activation,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

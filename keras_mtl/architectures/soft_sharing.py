@@ -21,7 +21,8 @@ task); a large strength pulls the towers towards one shared network.
 import keras
 from keras import ops
 
-from keras_mtl.architectures.mmoe import check_task_names
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -122,7 +123,7 @@ class SoftSharingPenalty(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class SoftSharing:
+class SoftSharing(Architecture):
     """Soft parameter sharing (Duong et al. 2015): a tower per task.
 
     An architecture for `keras_mtl.build_model(..., architecture=...)`: each
@@ -195,16 +196,6 @@ class SoftSharing:
 
     def get_config(self):
         return {"strength": self.strength, "share_initial_weights": self.share_initial_weights}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return (
-            f"SoftSharing(strength={self.strength!r}, "
-            f"share_initial_weights={self.share_initial_weights!r})"
-        )
 
 
 def _check_strength(strength):

@@ -24,11 +24,12 @@ import keras
 # The public `keras.Model` type does not tell a graph model from a subclassed one.
 from keras.src.models.functional import Functional
 
-from keras_mtl.architectures.mmoe import check_task_names
+from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_task_names
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class TaskSpecificBatchNorm:
+class TaskSpecificBatchNorm(Architecture):
     """Task-specific batch normalisation over a shared backbone.
 
     An architecture for `keras_mtl.build_model(..., architecture=...)`: the
@@ -99,13 +100,6 @@ class TaskSpecificBatchNorm:
 
     def get_config(self):
         return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return "TaskSpecificBatchNorm()"
 
 
 def _functional(backbone):
