@@ -313,17 +313,9 @@ class Distiller(keras.Model):
             **kwargs,
         )
 
-    def get_compile_config(self):
-        if self.compiled and hasattr(self, "_compile_config"):
-            return self._compile_config.serialize()
-        return {}
-
-    def compile_from_config(self, config):
-        """Compiles from `get_compile_config()` (used by `load_model`)."""
-        config = serialization_lib.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+    # As the student's: the compile arguments, applied again by `load_model`.
+    get_compile_config = MultiTaskModel.get_compile_config
+    compile_from_config = MultiTaskModel.compile_from_config
 
     @property
     def metrics(self):
