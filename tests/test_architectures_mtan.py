@@ -183,6 +183,7 @@ def test_fit_with_a_loss_level_weighting_and_round_trip(tmp_path):
         np.testing.assert_allclose(got[name], expected[name], atol=1e-6)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_fit_with_a_gradient_level_weighting_in_params_mode():
     m = model(blocks=2)
     m.compile(optimizer="adam", weighting=W.MGDA(mode="params"))

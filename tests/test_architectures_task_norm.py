@@ -140,6 +140,7 @@ def test_fit_with_a_loss_level_weighting_and_round_trip(tmp_path):
     assert len(loaded.trunk.trainable_variables) == len(m.trunk.trainable_variables)
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_fit_with_a_gradient_level_weighting_in_params_mode():
     m = model()
     m.compile(optimizer="adam", weighting=W.PCGrad(mode="params", seed=1))

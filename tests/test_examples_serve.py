@@ -18,6 +18,7 @@ def _load_example():
     return module
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_serve_example_exports_and_answers_the_client_request(tmp_path, capsys):
     example = _load_example()
     result = example.main(["--quick", "--output", str(tmp_path), "--model-name", "hydra",
