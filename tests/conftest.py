@@ -25,6 +25,17 @@ def tiny_model(tasks, input_shape=(16, 16, 3), **kwargs):
     return keras_mtl.build_model(tiny_trunk(input_shape), tasks, **kwargs)
 
 
+def bn_backbone(filters=(4, 8, 8)):
+    """Conv / batch-norm / ReLU blocks at 32 px (strides 2): the architecture
+    tests' backbone (task-specific BN needs batch norm)."""
+    x = inputs = keras.Input((32, 32, 3))
+    for i, f in enumerate(filters):
+        x = keras.layers.Conv2D(f, 3, strides=2, padding="same", name=f"conv_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(x)
+    return keras.Model(inputs, x, name="bn_backbone")
+
+
 def random_labels(tasks, n, image_shape=(16, 16, 3), seed=0):
     """Valid random labels for each task, with the shapes the model expects."""
     rng = np.random.default_rng(seed)

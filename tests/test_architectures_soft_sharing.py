@@ -9,20 +9,10 @@ from keras_mtl import tasks as T
 from keras_mtl import weighting as W
 from keras_mtl.architectures.soft_sharing import SoftSharing, SoftSharingPenalty
 
-from conftest import random_images, random_labels
+from conftest import bn_backbone, random_images, random_labels
 
 TASKS = [T.Regression("size"), T.BinaryClassification("round")]
 NAMES = ["size", "round"]
-
-
-def bn_backbone(filters=(4, 8)):
-    """Conv / batch-norm / ReLU blocks at 32 px (strides 2)."""
-    x = inputs = keras.Input((32, 32, 3))
-    for i, f in enumerate(filters):
-        x = keras.layers.Conv2D(f, 3, strides=2, padding="same", name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
-        x = keras.layers.ReLU(name=f"relu_{i}")(x)
-    return keras.Model(inputs, x, name="bn_backbone")
 
 
 def numpy(x):
@@ -61,7 +51,7 @@ def test_penalty_by_hand():
 
 
 def test_penalty_is_in_model_losses_and_in_the_total_loss():
-    trunk = SoftSharing(strength=0.5, share_initial_weights=False).build_trunk(bn_backbone(), NAMES)
+    trunk = SoftSharing(strength=0.5, share_initial_weights=False).build_trunk(bn_backbone((4, 8)), NAMES)
     pool = keras.layers.GlobalAveragePooling2D()
     model = keras.Model(
         trunk.input, {t: keras.layers.Dense(1, name=t)(pool(trunk.output[t])) for t in NAMES}
@@ -78,7 +68,7 @@ def test_penalty_is_in_model_losses_and_in_the_total_loss():
 
 
 def test_towers_are_independent_clones():
-    backbone = bn_backbone()
+    backbone = bn_backbone((4, 8))
     trunk = SoftSharing(share_initial_weights=False).build_trunk(backbone, NAMES)
     towers = trunk.get_layer("soft_sharing").towers
     assert [towers[t].name for t in NAMES] == ["size_tower", "round_tower"]
@@ -89,7 +79,7 @@ def test_towers_are_independent_clones():
 
 
 def test_shared_initial_weights_start_at_zero_penalty():
-    backbone = bn_backbone()
+    backbone = bn_backbone((4, 8))
     trunk = SoftSharing().build_trunk(backbone, NAMES)
     layer = trunk.get_layer("soft_sharing")
     assert float(layer.penalty()) == 0.0
@@ -104,7 +94,7 @@ def train_towers(strength, epochs=8):
     returns their distance before and after."""
     keras.utils.set_random_seed(0)
     trunk = SoftSharing(strength=strength, share_initial_weights=False).build_trunk(
-        bn_backbone(), NAMES
+        bn_backbone((4, 8)), NAMES
     )
     towers = trunk.get_layer("soft_sharing").towers
     pool = keras.layers.GlobalAveragePooling2D()
@@ -136,7 +126,7 @@ def test_without_penalty_the_towers_stay_apart():
 
 def model(strength=0.01):
     return keras_mtl.build_model(
-        bn_backbone(), TASKS, head_units=(8,), architecture=SoftSharing(strength=strength)
+        bn_backbone((4, 8)), TASKS, head_units=(8,), architecture=SoftSharing(strength=strength)
     )
 
 
@@ -242,7 +232,7 @@ def test_bad_backbone_and_task_names():
     with pytest.raises(ValueError, match=r"argument `backbone`.*Received: backbone='ResNet50'"):
         SoftSharing().build_trunk("ResNet50", NAMES)
     with pytest.raises(ValueError, match=r"argument `task_names`"):
-        SoftSharing().build_trunk(bn_backbone(), "size")
+        SoftSharing().build_trunk(bn_backbone((4, 8)), "size")
 
 
 def test_config_round_trip():

@@ -9,20 +9,10 @@ from keras_mtl import tasks as T
 from keras_mtl import weighting as W
 from keras_mtl.architectures.task_norm import TaskSpecificBatchNorm
 
-from conftest import random_images, random_labels
+from conftest import bn_backbone, random_images, random_labels
 
 TASKS = [T.Regression("size"), T.BinaryClassification("round")]
 NAMES = ["size", "round"]
-
-
-def bn_backbone(filters=(4, 8, 8)):
-    """Three conv / batch-norm / ReLU blocks at 32 px (strides 2)."""
-    x = inputs = keras.Input((32, 32, 3))
-    for i, f in enumerate(filters):
-        x = keras.layers.Conv2D(f, 3, strides=2, padding="same", name=f"conv_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
-        x = keras.layers.ReLU(name=f"relu_{i}")(x)
-    return keras.Model(inputs, x, name="bn_backbone")
 
 
 def numpy(x):
