@@ -24,7 +24,6 @@ and `.md`.
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from keras_mtl import weighting as W  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_overhead import _quartiles, _step_times, _table  # noqa: E402
+from bench_overhead import _quartiles, _step_times, _table, write_results  # noqa: E402
 
 METHODS = {
     "MGDA": W.MGDA, "PCGrad": W.PCGrad, "CAGrad": W.CAGrad, "IMTL": W.IMTL,
@@ -264,11 +263,7 @@ def main(argv=None):
     lines.append("Written by `python benchmarks/bench_gradient_overhead.py`.\n")
     markdown = "\n".join(lines)
     print(markdown)
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "gradient_overhead.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(args.output, "gradient_overhead.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
+    write_results(args.output, "gradient_overhead", results, markdown, echo=False)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ goal is met: it measures.
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,7 @@ from keras_mtl import tasks as T  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_overhead import HEAD_UNITS, _quartiles, _table  # noqa: E402
+from bench_overhead import HEAD_UNITS, _quartiles, _table, write_results  # noqa: E402
 
 GOAL_FRACTION = 0.9
 
@@ -239,13 +238,7 @@ def main(argv=None):
         f"Written by `{_command(argv)}`.",
         "",
     ])
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "inference.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.output, "inference.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    write_results(args.output, "inference", report, text)
     return 0
 
 

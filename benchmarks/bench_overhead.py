@@ -140,6 +140,18 @@ def _table(headers, rows):
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
+def write_results(output, stem, results, markdown, echo=True):
+    """Writes `<output>/<stem>.json` and `<stem>.md` (and prints the table)."""
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, f"{stem}.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(output, f"{stem}.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+    if echo:
+        print()
+        print(markdown)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="MobileNetV3Small")
@@ -355,13 +367,7 @@ def main(argv=None):
         "Written by `python benchmarks/bench_overhead.py`.",
         "",
     ])
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "overhead.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(args.output, "overhead.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
-    print()
-    print(markdown)
+    write_results(args.output, "overhead", results, markdown)
     return 0
 
 

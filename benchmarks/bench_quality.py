@@ -49,7 +49,6 @@ Exits 0 whether or not the goal is met: it measures.
 import argparse
 import concurrent.futures
 import functools
-import json
 import multiprocessing
 import os
 import platform
@@ -62,7 +61,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_overhead import _table  # noqa: E402
+from bench_overhead import _table, write_results  # noqa: E402
 
 #: Δm the best method should reach on every dataset (percent).
 GOAL = -2.0
@@ -514,13 +513,7 @@ def main(argv=None):
         "runs": sorted(results, key=lambda r: (r["dataset"], r["model"], r["seed"])),
     }
     text = markdown(summary, settings, timing)
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "quality.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.output, "quality.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print()
-    print(text)
+    write_results(args.output, "quality", report, text)
     return 0
 
 

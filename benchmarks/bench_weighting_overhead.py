@@ -23,7 +23,6 @@ Run: `python benchmarks/bench_weighting_overhead.py` (writes
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,7 @@ from keras_mtl.datasets import shapes  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_overhead import HEAD_UNITS, _quartiles, _step_times, _table, bench_tasks  # noqa: E402
+from bench_overhead import HEAD_UNITS, _quartiles, _step_times, _table, bench_tasks, write_results  # noqa: E402
 
 GOAL = 1.02
 
@@ -193,13 +192,7 @@ def main(argv=None):
         "Written by `python benchmarks/bench_weighting_overhead.py`.",
         "",
     ])
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "weighting_overhead.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(args.output, "weighting_overhead.md"), "w", encoding="utf-8") as f:
-        f.write(markdown)
-    print()
-    print(markdown)
+    write_results(args.output, "weighting_overhead", results, markdown)
     return 0
 
 
