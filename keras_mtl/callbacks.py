@@ -275,7 +275,8 @@ class GradientConflict(keras.callbacks.Callback):
     gradients, so this is the geometry they see.
 
     A measurement runs eagerly and costs about one training step; it needs
-    the TensorFlow backend (like the gradient-level weighting methods).
+    the TensorFlow or JAX backend (like the gradient-level weighting
+    methods).
 
     A fixed probe batch makes measurements comparable over training. One
     measurement is taken when training begins (it also checks the probe
@@ -424,10 +425,9 @@ class GradientConflict(keras.callbacks.Callback):
         model = _multi_task_model("GradientConflict", self.model)
         if not model.compiled:
             raise ValueError("`GradientConflict` needs a compiled model.")
-        if keras.backend.backend() != "tensorflow":
-            # The per-task gradients come from `keras_mtl.gradients` (TF).
+        if keras.backend.backend() not in ("tensorflow", "jax"):
             raise ValueError(
-                "`GradientConflict` needs the TensorFlow backend for now. "
+                "`GradientConflict` needs the TensorFlow or JAX backend. "
                 f"Received: backend={keras.backend.backend()!r}"
             )
         if not model.shares_representation:

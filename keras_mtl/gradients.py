@@ -212,7 +212,8 @@ def representation_gradients(model, x, y, sample_weight=None):
     The diagnostic view of the representation mode (inference mode: no
     update of batch-norm statistics, no dropout, no weight change): one
     forward pass through the trunk, then one backward pass per task through
-    its head only. Used by `keras_mtl.callbacks.GradientConflict`.
+    its head only (on JAX, one `jax.jacrev` over the tasks). Used by
+    `keras_mtl.callbacks.GradientConflict`.
 
     Args:
         model: A compiled `MultiTaskModel`.
@@ -233,6 +234,10 @@ def representation_gradients(model, x, y, sample_weight=None):
             "read one shared `z`; this model's trunk gives each task its own "
             f"representation ({sorted(model.trunk.output)})."
         )
+    if keras.backend.backend() == "jax":
+        from keras_mtl import gradients_jax  # jax is optional
+
+        return gradients_jax.representation_gradients(model, x, y, sample_weight)
     z = model.representation(x, training=False)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(z)

@@ -22,6 +22,10 @@ The weighting's `combine` is the same `keras.ops` code as on TensorFlow, run
 in a `keras.StatelessScope` so that its state updates are returned as values.
 Distribution (`keras.distribution`) is not supported on this path yet:
 `MultiTaskModel.compile` refuses it.
+
+`representation_gradients` is the JAX side of
+`keras_mtl.gradients.representation_gradients` (the diagnostic behind
+`keras_mtl.callbacks.GradientConflict`), which dispatches to it.
 """
 
 import jax
@@ -147,3 +151,25 @@ def train_step(model, state, data):
         logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     new_metrics = _current(scope, model.metrics_variables, metrics_values)
     return logs, (new_trainable, new_non_trainable, new_optimizer, new_metrics)
+
+
+def representation_gradients(model, x, y, sample_weight=None):
+    """Per-task gradients at `z` in inference mode: `(grads, losses, counts)`
+    as in `keras_mtl.gradients.representation_gradients`.
+
+    Nothing is updated (inference mode), so the heads read the variables'
+    current values inside `jax.jacrev` without a stateless scope.
+    """
+    names = model.task_names
+    z = model.representation(x, training=False)
+
+    def task_losses(z):
+        y_pred = {n: model.heads[n](z, training=False) for n in names}
+        sums, counts = model.task_loss_terms(y, y_pred, sample_weight)
+        counts = jnp.stack([counts[n] for n in names])
+        losses = jnp.stack([sums[n] for n in names])
+        losses = jnp.where(counts > 0, losses / jnp.maximum(counts, 1e-12), 0.0)
+        return losses, (losses, counts)
+
+    grads, (losses, counts) = jax.jacrev(task_losses, has_aux=True)(z)
+    return grads, dict(zip(names, losses)), dict(zip(names, counts))
