@@ -7,7 +7,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # The backend-agnostic core on JAX. JAX_TESTS run in `make test`; the longer
 # JAX_MORE (the JAX gradient step checked against TensorFlow's, the model,
-# data, architectures, optimizers, distillation) in `make test-slow`.
+# data, callbacks, architectures, optimizers, distillation) and kill-and-resume
+# in `make test-slow`.
 JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
@@ -36,6 +37,7 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: no slow test collected
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_MORE)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m slow tests/test_kill_resume.py
 
 demo: install
 	$(BIN)/keras-mtl demo
