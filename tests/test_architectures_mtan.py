@@ -228,9 +228,58 @@ def test_bad_backbone_and_task_names():
         MTAN().build_trunk(bn_backbone(), ["a", "a"])
 
 
+@pytest.mark.parametrize("reduction", [0, -2, 1.5, True, "4"])
+def test_bad_reduction(reduction):
+    match = r"argument `reduction`. Expected an integer >= 1. Received: reduction="
+    with pytest.raises(ValueError, match=match):
+        MTAN(reduction=reduction)
+    with pytest.raises(ValueError, match=match):
+        MTANAttention(reduction=reduction)
+
+
 def test_config_round_trip():
-    architecture = MTAN(blocks=["relu_0", "relu_2"])
+    architecture = MTAN(blocks=["relu_0", "relu_2"], reduction=2)
     config = keras.saving.serialize_keras_object(architecture)
     restored = keras.saving.deserialize_keras_object(config)
     assert isinstance(restored, MTAN) and restored.get_config() == architecture.get_config()
-    assert repr(restored) == "MTAN(blocks=['relu_0', 'relu_2'])"
+    assert repr(restored) == "MTAN(blocks=['relu_0', 'relu_2'], reduction=2)"
+    attention = MTANAttention(reduction=3, name="a")
+    assert MTANAttention.from_config(attention.get_config()).reduction == 3
+
+
+# --- reduction ---------------------------------------------------------------------
+
+
+def test_reduction_narrows_the_first_mask_conv_only():
+    wide = MTAN().build_trunk(bn_backbone(filters=(8, 16, 16)), NAMES)
+    narrow = MTAN(reduction=4).build_trunk(bn_backbone(filters=(8, 16, 16)), NAMES)
+    for j, channels in enumerate((8, 16, 16)):
+        for t in NAMES:
+            a = wide.get_layer(f"mtan_{t}_attention_{j}")
+            b = narrow.get_layer(f"mtan_{t}_attention_{j}")
+            assert (a.mask_conv_1.filters, b.mask_conv_1.filters) == (channels, channels // 4)
+            assert a.mask_conv_2.filters == b.mask_conv_2.filters == channels
+            # Weights of the two 1x1 convs: (in -> hidden) + (hidden -> channels).
+            inputs = channels if j == 0 else 2 * channels
+            hidden = channels // 4
+            assert b.mask_conv_1.count_params() + b.mask_conv_2.count_params() == (
+                inputs * hidden + hidden + hidden * channels + channels
+            )
+    x = random_images(2, (32, 32, 3))
+    shapes = {t: tuple(z.shape) for t, z in narrow(x).items()}
+    assert shapes == {t: tuple(z.shape) for t, z in wide(x).items()}
+    assert narrow.count_params() < wide.count_params()
+
+
+def test_reduced_model_trains_and_round_trips(tmp_path):
+    m = model(blocks=2, reduction=2)
+    m.compile(optimizer="adam")
+    history, x = fit(m)
+    assert np.isfinite(history.history["loss"]).all()
+    path = str(tmp_path / "mtan_reduced.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert loaded.trunk.get_layer("mtan_size_attention_1").reduction == 2
+    expected, got = m.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in NAMES:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-6)
