@@ -20,6 +20,19 @@ counts their mean. CPU time of one TensorFlow thread by default (see
 bench_overhead.py for why). Also reports each trunk's forward and
 forward+backward times. Writes `benchmarks/results/gradient_overhead.json`
 and `.md`.
+
+Params mode has a floor that no implementation of exact per-task gradients
+goes below: T backward passes through the trunk. The script times the bare
+trunk (plain TensorFlow, no keras_mtl) doing one forward pass and T backward
+passes from one persistent tape, and reports, per setting,
+
+    floor = (Equal + that time - the trunk's forward+backward) / Equal,
+
+Equal's step with its one trunk backward pass replaced by T of them. It also
+times one forward+backward pass over T copies of the batch stacked into one,
+the best case for vectorising the T backward passes (as `tape.jacobian`'s
+pfor or `vmap` would): on a CPU whose convolutions are compute-bound, it
+costs T times one batch's pass, so vectorising cannot get under the floor.
 """
 
 import argparse
@@ -126,7 +139,12 @@ def build(tasks, weighting, setup="reference"):
     return model
 
 
-def trunk_times(x, repeats, pool=True):
+def trunk_times(x, repeats, task_counts, pool=True):
+    """Median CPU ms of the bare trunk: forward, forward+backward, forward +
+    T backward passes (`backward_T<T>`: the exact per-task gradients'
+    floor), and forward+backward of T copies of the batch stacked into one
+    (`stacked_T<T>`: the best case for vectorising the T backward passes,
+    one pass over a T times larger batch)."""
     import tensorflow as tf
 
     trunk = reference_trunk(pool)
@@ -142,14 +160,33 @@ def trunk_times(x, repeats, pool=True):
             loss = tf.reduce_sum(trunk(x, training=True))
         return tape.gradient(loss, variables)
 
+    def per_task_backward(num_tasks):
+        @tf.function
+        def fn(x):
+            with tf.GradientTape(persistent=True) as tape:
+                z = trunk(x, training=True)
+            # Distinct output gradients, as T tasks would give.
+            return [
+                tape.gradient(z, variables, output_gradients=tf.fill(tf.shape(z), t + 1.0))
+                for t in range(num_tasks)
+            ]
+
+        return fn
+
     x = tf.convert_to_tensor(x / 255.0)
     result = {}
-    for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-        fn(x)
+    functions = [("forward", forward, x), ("forward_backward", forward_backward, x)]
+    for t in task_counts:
+        functions += [
+            (f"backward_T{t}", per_task_backward(t), x),
+            (f"stacked_T{t}", forward_backward, tf.tile(x, [t, 1, 1, 1])),
+        ]
+    for name, fn, inputs in functions:
+        fn(inputs)
         samples = []
         for _ in range(repeats):
             start = time.process_time()
-            fn(x)
+            fn(inputs)
             samples.append(time.process_time() - start)
         result[name] = 1000 * _quartiles(samples)[1]
     return result
@@ -160,7 +197,7 @@ def trunk_times(x, repeats, pool=True):
 VARIANTS = {"NashMTL, update_every=2": (W.NashMTL, {"update_every": 2})}
 
 
-def run(setup, num_tasks, args):
+def run(setup, num_tasks, args, trunk_ms):
     if setup == "reference":
         tasks = reference_tasks(num_tasks)
         x, y = data(tasks, args.batch_size)
@@ -204,7 +241,9 @@ def run(setup, num_tasks, args):
             "libmtl": peer, "vs_libmtl": None if peer is None else round(ratio / peer, 3),
         })
     equal_ms = 1000 * _quartiles(times["Equal"])[1]
-    return {"equal_step_ms": round(equal_ms, 2), "ratios": rows}
+    trunk = trunk_ms[setup]
+    floor = (equal_ms + trunk[f"backward_T{num_tasks}"] - trunk["forward_backward"]) / equal_ms
+    return {"equal_step_ms": round(equal_ms, 2), "params_floor": round(floor, 3), "ratios": rows}
 
 
 def main(argv=None):
@@ -224,13 +263,18 @@ def main(argv=None):
 
     x, _ = data(reference_tasks(3), args.batch_size)
     results = {"settings": vars(args)}
-    results["trunk_ms"] = {
-        "reference": {k: round(v, 2) for k, v in trunk_times(x, 50).items()},
-        "hydranet": {k: round(v, 2) for k, v in trunk_times(x, 50, pool=False).items()},
-    }
     settings = [("reference", 3), ("reference", 10), ("hydranet", 3), ("hydranet", 6)]
+    results["trunk_ms"] = {
+        setup: {
+            k: round(v, 2)
+            for k, v in trunk_times(
+                x, 50, [t for s, t in settings if s == setup], pool=setup == "reference"
+            ).items()
+        }
+        for setup in ("reference", "hydranet")
+    }
     for setup, num_tasks in settings:
-        results[f"{setup}_T{num_tasks}"] = run(setup, num_tasks, args)
+        results[f"{setup}_T{num_tasks}"] = run(setup, num_tasks, args, results["trunk_ms"])
     trunk = results["trunk_ms"]
     lines = [
         "# Gradient-level methods: step time / Equal's",
@@ -242,7 +286,12 @@ def main(argv=None):
         f"{trunk['hydranet']['forward']:.2f} / {trunk['hydranet']['forward_backward']:.2f} ms. "
         "LibMTL: its figure on this machine (reference model only); 'vs LibMTL' = ours / "
         "theirs. Nash-MTL's default, like LibMTL's, solves every step; the "
-        "`update_every=2` row solves every 2nd step (mean over both).",
+        "`update_every=2` row solves every 2nd step (mean over both). Params-mode "
+        "floor: Equal's step with T trunk backward passes instead of one (the bare "
+        "trunk's forward + T backward passes, plain TensorFlow); exact per-task "
+        "gradients back-propagated through the trunk cannot cost less. 'Stacked': the "
+        "trunk's forward+backward over T copies of the batch in one pass / over one "
+        "batch (T would mean that vectorising the T backward passes saves nothing).",
         "",
     ]
     for setup, num_tasks in settings:
@@ -250,6 +299,9 @@ def main(argv=None):
         lines += [
             f"## {'Reference model' if setup == 'reference' else 'Shapes HydraNet'}, "
             f"T={num_tasks} (Equal: {result['equal_step_ms']:.1f} ms)",
+            "",
+            f"Params-mode floor: {result['params_floor']:.2f}. Stacked: "
+            f"{trunk[setup][f'stacked_T{num_tasks}'] / trunk[setup]['forward_backward']:.2f}.",
             "",
             _table(
                 ["method", "mode", "ratio", "LibMTL", "vs LibMTL"],

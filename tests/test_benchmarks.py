@@ -1,5 +1,6 @@
-"""Smoke tests of the quality and inference benchmarks (tiny runs), and of
-the quality benchmark's Δm bookkeeping on results made up by hand."""
+"""Smoke tests of the quality and inference benchmarks (tiny runs), of the
+gradient benchmark's trunk timings, and of the quality benchmark's Δm
+bookkeeping on results made up by hand."""
 
 import argparse
 import json
@@ -110,3 +111,14 @@ def test_inference_tasks_mix_kinds():
     kinds = [type(t).__name__ for t in bench_inference.inference_tasks(4)]
     assert kinds == ["MulticlassClassification", "Regression", "BinaryClassification",
                      "MulticlassClassification"]
+
+
+def test_gradient_overhead_times_the_params_mode_floor():
+    import bench_gradient_overhead
+
+    x, _ = bench_gradient_overhead.data(bench_gradient_overhead.reference_tasks(3), 4)
+    times = bench_gradient_overhead.trunk_times(x, 2, [2, 3])
+    assert sorted(times) == sorted([
+        "forward", "forward_backward", "backward_T2", "stacked_T2", "backward_T3", "stacked_T3",
+    ])
+    assert all(t > 0 for t in times.values())
