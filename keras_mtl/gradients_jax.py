@@ -46,6 +46,14 @@ def _current(scope, refs, values):
     return out
 
 
+def _masked_means(sums, counts, names):
+    """`(losses, counts)` as `(T,)` vectors: each task's summed loss over its
+    labelled examples divided by their count (0 for a task without any)."""
+    counts = jnp.stack([counts[n] for n in names])
+    losses = jnp.stack([sums[n] for n in names])
+    return jnp.where(counts > 0, losses / jnp.maximum(counts, 1e-12), 0.0), counts
+
+
 def train_step(model, state, data):
     """One training step with a gradient-level weighting (see module doc)."""
     trainable, non_trainable, optimizer_values, metrics_values = state
@@ -78,9 +86,7 @@ def train_step(model, state, data):
         with _scope(pairs) as scope:
             y_pred = {n: model.heads[n](model.head_input(z, n), training=True) for n in names}
             sums, counts = model.task_loss_terms(y, y_pred, sample_weight)
-        counts = jnp.stack([counts[n] for n in names])
-        losses = jnp.stack([sums[n] for n in names])
-        losses = jnp.where(counts > 0, losses / jnp.maximum(counts, 1e-12), 0.0)
+        losses, counts = _masked_means(sums, counts, names)
         updated = _current(scope, non_trainable_refs, after_trunk)
         return losses, (losses, counts, y_pred, updated)
 
@@ -165,10 +171,7 @@ def representation_gradients(model, x, y, sample_weight=None):
 
     def task_losses(z):
         y_pred = {n: model.heads[n](z, training=False) for n in names}
-        sums, counts = model.task_loss_terms(y, y_pred, sample_weight)
-        counts = jnp.stack([counts[n] for n in names])
-        losses = jnp.stack([sums[n] for n in names])
-        losses = jnp.where(counts > 0, losses / jnp.maximum(counts, 1e-12), 0.0)
+        losses, counts = _masked_means(*model.task_loss_terms(y, y_pred, sample_weight), names)
         return losses, (losses, counts)
 
     grads, (losses, counts) = jax.jacrev(task_losses, has_aux=True)(z)
