@@ -36,11 +36,15 @@ How, and why this way:
 Keys name layers. A `MultiTaskModel` binds its optimizer when compiled, so
 a key may be `"trunk"`, a task name (that task's head), the trunk's own name
 or the name of any layer nested in the model; a layer nested inside another
-named one takes its own key's multiplier. An optimizer used with a plain
+named one takes its own key's multiplier. A key with shell wildcards
+(`"cross_stitch_*"`, `fnmatch` rules) names every layer it matches: e.g. the
+cross-stitch units, which Misra et al. train at a 10^2-10^3 times larger
+rate. An optimizer used with a plain
 `keras.Model` is bound with `optimizer.bind(model)`, or else matches keys
 against the components of each variable's path (`"block0_conv/kernel"`).
 """
 
+import fnmatch
 import math
 
 import keras
@@ -63,8 +67,9 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
             scale. Not a `LossScaleOptimizer` (Keras puts that one outside),
             not `Muon` (its update ignores the rate it is given).
         multipliers: Dict `{layer name: multiplier}` of non-negative floats;
-            `"trunk"` and task names are understood by `MultiTaskModel`.
-            0 freezes the layer.
+            `"trunk"` and task names are understood by `MultiTaskModel`; a
+            name with wildcards (`"cross_stitch_*"`) covers every layer it
+            matches. 0 freezes the layer.
         name: Name of the optimizer.
 
     Example:
@@ -130,7 +135,8 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
                 layers.setdefault(layer.name, []).append(layer)
         if isinstance(getattr(model, "trunk", None), keras.layers.Layer):
             layers["trunk"] = [model.trunk]
-        unknown = [key for key in self.multipliers if key not in layers]
+        matches = {key: _matching(key, layers) for key in self.multipliers}
+        unknown = [key for key, names in matches.items() if not names]
         if unknown:
             raise ValueError(
                 "Invalid value received for argument `multipliers`. Expected keys "
@@ -139,8 +145,8 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
                 f"multipliers={self.multipliers!r}"
             )
         self._groups = {
-            key: {self._var_key(v) for layer in layers[key] for v in layer.weights}
-            for key in self.multipliers
+            key: {self._var_key(v) for name in names for layer in layers[name] for v in layer.weights}
+            for key, names in matches.items()
         }
 
     def multiplier(self, variable):
@@ -152,7 +158,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         found, size = 1.0, math.inf
         for key, members in groups.items():
             if members is None:
-                if key in variable.path.split("/"):
+                if _matching(key, variable.path.split("/")):
                     found = self.multipliers[key]
             elif self._var_key(variable) in members and len(members) <= size:
                 # The smaller group is the inner layer: its key wins.
@@ -161,7 +167,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
 
     def _check_paths(self, variables):
         components = {part for v in variables for part in v.path.split("/")}
-        unknown = [key for key in self.multipliers if key not in components]
+        unknown = [key for key in self.multipliers if not _matching(key, components)]
         if unknown:
             raise ValueError(
                 "Invalid value received for argument `multipliers`. This "
@@ -316,6 +322,16 @@ def bind(optimizer, model):
         optimizer = optimizer.inner_optimizer
     if isinstance(optimizer, LearningRateMultipliers):
         optimizer.bind(model)
+
+
+def _matching(key, names):
+    """The names among `names` that `key` names: itself, or those its
+    wildcards match."""
+    if key in names:
+        return [key]
+    if any(c in key for c in "*?["):
+        return [name for name in names if fnmatch.fnmatchcase(name, key)]
+    return []
 
 
 def _check_multipliers(multipliers):

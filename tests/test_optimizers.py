@@ -76,6 +76,39 @@ def test_unbound_optimizer_matches_keys_to_variable_paths():
     np.testing.assert_allclose(deltas[2], -0.2 * grads[2], rtol=1e-5, atol=1e-7)
 
 
+def test_wildcard_keys_cover_every_matching_layer():
+    inputs = keras.Input((3,))
+    x = keras.layers.Dense(4, name="unit_0")(inputs)
+    x = keras.layers.Dense(4, name="unit_1")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="unit_1_out")(x))
+    # The exact key of a single layer wins over the wildcard that also covers it.
+    optimizer = LearningRateMultipliers(
+        keras.optimizers.SGD(0.1), {"unit_?": 10.0, "unit_1": 0.0, "*_out": 2.0}
+    )
+    optimizer.bind(model)
+    rates = [optimizer.multiplier(v) for v in model.trainable_variables]
+    assert rates == [10.0, 10.0, 0.0, 0.0, 2.0, 2.0]
+    unbound = LearningRateMultipliers(keras.optimizers.SGD(0.1), {"unit_*": 3.0})
+    assert [unbound.multiplier(v) for v in model.trainable_variables] == [3.0] * 6
+    with pytest.raises(ValueError, match=r"unknown keys \['block_\*'\]"):
+        LearningRateMultipliers("sgd", {"block_*": 2.0}).bind(model)
+
+
+def test_cross_stitch_units_at_the_papers_larger_rate():
+    from keras_mtl.architectures import CrossStitchNetwork
+
+    model = keras_mtl.build_model(
+        keras_mtl.tuning.small_cnn(SHAPE, filters=(4, 4)), tasks(), head_units=(8,),
+        architecture=CrossStitchNetwork(),
+    )
+    model.compile(optimizer=LearningRateMultipliers("adam", {"cross_stitch_*": 100.0}))
+    optimizer = model.optimizer
+    alphas = [v for v in model.trainable_variables if "alpha" in v.path]
+    assert alphas and all(optimizer.multiplier(v) == 100.0 for v in alphas)
+    others = [v for v in model.trainable_variables if "alpha" not in v.path]
+    assert all(optimizer.multiplier(v) == 1.0 for v in others)
+
+
 def test_adam_steps_are_multiplier_times_plain_adam_steps():
     plain, wrapped = two_layers(), two_layers()
     wrapped.set_weights(plain.get_weights())

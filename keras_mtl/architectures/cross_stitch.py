@@ -22,9 +22,11 @@ but the last. By default every tower starts from the backbone's weights (the
 paper starts both towers from the same ImageNet-trained network); with
 `copy_weights=False` they start from fresh initialisations.
 
-Simplification: the paper trains `α` with a learning rate 10^2-10^3 times
-the network's (its `α` gradients are small with SGD); here `α` uses the
-model's optimiser like any weight.
+The paper trains `α` with a learning rate 10^2-10^3 times the network's
+(its `α` gradients are small with SGD). By default `α` uses the model's
+optimiser like any weight; for the paper's recipe, give the units their own
+rate: `keras_mtl.optimizers.LearningRateMultipliers(optimizer,
+{"cross_stitch_*": 100})`.
 """
 
 import keras
