@@ -12,9 +12,12 @@ Two models, batch 32, Adam:
   shape classification + size regression + segmentation (T=3), or all six
   shapes labels (T=6: the data set has no more).
 
-Every model of one setting is built, traced and warmed up, then timed in
-interleaved rounds (order rotated per round); a ratio is the median over
-rounds of the per-round ratio to Equal. A model whose steps differ
+Equal is `keras_mtl.weighting.Equal` (as in bench_weighting_overhead.py,
+and LibMTL's "equal weighting"); a model without weighting (fixed loss
+weights, no `weight_<task>` metrics) is timed too, and each setting reports
+Equal's step over its step. Every model of one setting is built, traced and
+warmed up, then timed in interleaved rounds (order rotated per round); a
+ratio is the median over rounds of the per-round ratio to Equal. A model whose steps differ
 periodically (Nash-MTL with `update_every=N`) runs N steps per round and
 counts their mean. CPU time of one TensorFlow thread by default (see
 bench_overhead.py for why). Also reports each trunk's forward and
@@ -204,8 +207,11 @@ def run(setup, num_tasks, args, trunk_ms):
     else:
         tasks = hydranet_tasks(num_tasks)
         x, y = hydranet_data(tasks, args.batch_size)
-    models = {"Equal": build(tasks, None, setup)}
-    steps = {"Equal": 1}
+    # The baseline is the Equal method, as in bench_weighting_overhead.py and
+    # LibMTL's "equal weighting"; a model without weighting (fixed loss
+    # weights, no `weight_<task>` metrics) is timed too, for reference.
+    models = {"Equal": build(tasks, W.Equal(), setup), "no weighting": build(tasks, None, setup)}
+    steps = {}
     for name, cls in METHODS.items():
         for mode in cls.supported_modes:
             models[f"{name} ({mode})"] = build(tasks, cls(mode=mode), setup)
@@ -229,7 +235,7 @@ def run(setup, num_tasks, args, trunk_ms):
     finally:
         gc.enable()
     rows = []
-    for name in names[1:]:
+    for name in names[2:]:
         method, mode = name.split(" (")
         mode = mode.rstrip(")")
         ratio = _quartiles([a / b for a, b in zip(times[name], times["Equal"])])[1]
@@ -243,7 +249,11 @@ def run(setup, num_tasks, args, trunk_ms):
     equal_ms = 1000 * _quartiles(times["Equal"])[1]
     trunk = trunk_ms[setup]
     floor = (equal_ms + trunk[f"backward_T{num_tasks}"] - trunk["forward_backward"]) / equal_ms
-    return {"equal_step_ms": round(equal_ms, 2), "params_floor": round(floor, 3), "ratios": rows}
+    unweighted = _quartiles([a / b for a, b in zip(times["Equal"], times["no weighting"])])[1]
+    return {
+        "equal_step_ms": round(equal_ms, 2), "equal_vs_no_weighting": round(unweighted, 3),
+        "params_floor": round(floor, 3), "ratios": rows,
+    }
 
 
 def main(argv=None):
@@ -300,6 +310,7 @@ def main(argv=None):
             f"## {'Reference model' if setup == 'reference' else 'Shapes HydraNet'}, "
             f"T={num_tasks} (Equal: {result['equal_step_ms']:.1f} ms)",
             "",
+            f"Equal / no weighting: {result['equal_vs_no_weighting']:.2f}. "
             f"Params-mode floor: {result['params_floor']:.2f}. Stacked: "
             f"{trunk[setup][f'stacked_T{num_tasks}'] / trunk[setup]['forward_backward']:.2f}.",
             "",
