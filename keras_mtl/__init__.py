@@ -13,6 +13,7 @@ Example:
 >>> model.compile(optimizer="adam")
 """
 
+from keras_mtl import adversarial
 from keras_mtl import architectures
 from keras_mtl import callbacks
 from keras_mtl import data
@@ -39,6 +40,7 @@ __all__ = [
     "MultiTaskHyperModel",
     "MultiTaskModel",
     "__version__",
+    "adversarial",
     "architectures",
     "build_model",
     "callbacks",

@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from keras_mtl.adversarial import GradientReversal
+
 
 def build_head(task, feature_shape, image_shape, units=(256,), dropout=0.0):
     """Builds the head of `task` on a representation of `feature_shape`.
@@ -36,10 +38,14 @@ def build_head(task, feature_shape, image_shape, units=(256,), dropout=0.0):
     (None, 1)
     """
     features = keras.Input(shape=feature_shape, name=f"{task.name}_features")
+    x = features
+    if task.gradient_reversal is not None:
+        # An adversarial task: the head learns it, the trunk unlearns it.
+        x = GradientReversal(task.gradient_reversal, name="gradient_reversal")(x)
     if task.kind == "dense":
-        outputs = _dense_decoder(task, features, image_shape, units, dropout)
+        outputs = _dense_decoder(task, x, image_shape, units, dropout)
     else:
-        outputs = _vector_head(task, features, units, dropout)
+        outputs = _vector_head(task, x, units, dropout)
     return keras.Model(features, outputs, name=task.name)
 
 

@@ -21,6 +21,8 @@ metric update (see `MultiTaskModel`).
 import keras
 from keras import ops
 
+from keras_mtl.adversarial import check_scale
+
 _NAME_FORBIDDEN = set(" /\\:")
 
 
@@ -59,6 +61,12 @@ class Task:
         attach_at: Name of the backbone layer whose output this task's head
             reads (a branch point: hierarchical or early-exit heads), or
             `None` for the backbone's output.
+        gradient_reversal: `None`, or `λ >= 0` for an adversarial task: the
+            head reads the representation through
+            `keras_mtl.adversarial.GradientReversal(λ)`, so the head learns
+            the task while the shared trunk gets `-λ` times its gradient and
+            unlearns what predicts it (a data set's domain, a nuisance or
+            protected attribute; Ganin & Lempitsky 2015).
     """
 
     #: "vector" heads read the pooled representation, "dense" heads decode
@@ -75,7 +83,8 @@ class Task:
     #: Whether a negative label (-1) marks a missing label (class labels).
     negative_is_missing = False
 
-    def __init__(self, name, loss=None, attach_at=None):
+    def __init__(self, name, loss=None, attach_at=None,
+                 gradient_reversal=None):
         self.name = _check_name(name)
         if attach_at is not None and (not isinstance(attach_at, str) or not attach_at):
             raise ValueError(
@@ -83,6 +92,10 @@ class Task:
                 f"the name of a backbone layer. Received: attach_at={attach_at!r}"
             )
         self.attach_at = attach_at
+        self.gradient_reversal = (
+            None if gradient_reversal is None
+            else check_scale("gradient_reversal", gradient_reversal)
+        )
         self.loss = self.default_loss if loss is None else loss
         try:
             keras.losses.get(self.loss)
@@ -169,7 +182,10 @@ class Task:
         loss = self.loss
         if not isinstance(loss, str):
             loss = keras.saving.serialize_keras_object(loss)
-        return {"name": self.name, "loss": loss, "attach_at": self.attach_at}
+        return {
+            "name": self.name, "loss": loss, "attach_at": self.attach_at,
+            "gradient_reversal": self.gradient_reversal,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -194,6 +210,7 @@ class Regression(Task):
         units: Number of values predicted per example.
         loss: "mse" (default), "mae", "huber", or any Keras loss.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -204,8 +221,11 @@ class Regression(Task):
 
     default_loss = "mse"
 
-    def __init__(self, name, units=1, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, units=1, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
         self.units = _check_int("units", units, 1)
 
     @property
@@ -236,6 +256,7 @@ class BinaryClassification(Task):
         name: The task's name.
         loss: Defaults to binary cross-entropy.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -248,8 +269,11 @@ class BinaryClassification(Task):
     negative_is_missing = True
     default_loss = "binary_crossentropy"
 
-    def __init__(self, name, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
 
     @property
     def output_channels(self):
@@ -279,6 +303,7 @@ class MulticlassClassification(Task):
             returns them).
         loss: Defaults to sparse categorical cross-entropy.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -293,8 +318,11 @@ class MulticlassClassification(Task):
     label_dtype = "int32"
     sparse_labels = True
 
-    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
         self.num_classes = _check_int("num_classes", num_classes, 2)
         if class_names is not None:
             class_names = list(class_names)
@@ -349,6 +377,7 @@ class MultilabelClassification(Task):
         label_names: Optional names of the labels.
         loss: Defaults to binary cross-entropy.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -361,8 +390,11 @@ class MultilabelClassification(Task):
     negative_is_missing = True
     default_loss = "binary_crossentropy"
 
-    def __init__(self, name, num_labels, label_names=None, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, num_labels, label_names=None, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
         self.num_labels = _check_int("num_labels", num_labels, 1)
         if label_names is not None and len(label_names) != num_labels:
             raise ValueError(
@@ -407,6 +439,7 @@ class Segmentation(Task):
         class_names: Optional names of the classes.
         loss: Defaults to per-pixel sparse categorical cross-entropy.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -422,8 +455,11 @@ class Segmentation(Task):
     label_dtype = "int32"
     sparse_labels = True
 
-    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, num_classes, class_names=None, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
         self.num_classes = _check_int("num_classes", num_classes, 2)
         self.class_names = None if class_names is None else list(class_names)
 
@@ -471,6 +507,7 @@ class DenseRegression(Task):
         loss: "mae" (default, as depth estimation usually reports), or any
             Keras loss.
         attach_at: The backbone layer the head reads (see `Task`).
+        gradient_reversal: `λ` of an adversarial task (see `Task`).
 
     Example:
 
@@ -482,8 +519,11 @@ class DenseRegression(Task):
     kind = "dense"
     default_loss = "mae"
 
-    def __init__(self, name, channels=1, loss=None, attach_at=None):
-        super().__init__(name, loss=loss, attach_at=attach_at)
+    def __init__(self, name, channels=1, loss=None, attach_at=None,
+                 gradient_reversal=None):
+        super().__init__(
+            name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
+        )
         self.channels = _check_int("channels", channels, 1)
 
     @property
