@@ -23,16 +23,8 @@ import keras
 from keras import ops
 
 from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
-
-
-def check_positive_int(argument, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an "
-            f"integer >= {minimum}. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def check_units(argument, units):

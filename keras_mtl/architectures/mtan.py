@@ -36,6 +36,7 @@ from keras import ops
 
 from keras_mtl.backbones import cut_points
 from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
 
 
@@ -69,7 +70,7 @@ class MTANAttention(keras.layers.Layer):
 
     def __init__(self, reduction=1, **kwargs):
         super().__init__(**kwargs)
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_positive_int("reduction", reduction)
 
     def build(self, input_shape):
         shapes = _shapes(input_shape)
@@ -112,15 +113,6 @@ class MTANAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction}
-
-
-def _check_reduction(reduction):
-    if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-        raise ValueError(
-            "Invalid value received for argument `reduction`. Expected an "
-            f"integer >= 1. Received: reduction={reduction!r}"
-        )
-    return reduction
 
 
 def _shapes(input_shape):
@@ -182,7 +174,7 @@ class MTAN(Architecture):
                 f"Received: blocks={blocks!r}"
             )
         self.blocks = list(blocks) if isinstance(blocks, (list, tuple)) else blocks
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_positive_int("reduction", reduction)
 
     def select_blocks(self, backbone):
         """Names of the backbone layers whose outputs get attention modules,

@@ -28,8 +28,8 @@ from keras import ops
 
 from keras_mtl.architectures.mmoe import Experts
 from keras_mtl.architectures.mmoe import check_activation
-from keras_mtl.architectures.mmoe import check_positive_int
 from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
 from keras_mtl.architectures.mmoe import check_units
 from keras_mtl.architectures.mmoe import check_vector
