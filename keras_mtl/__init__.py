@@ -25,11 +25,11 @@ from keras_mtl import optimizers
 from keras_mtl import tasks
 from keras_mtl import tuning
 from keras_mtl import weighting
-from keras_mtl.builder import build_model
+from keras_mtl.models import build_model
 from keras_mtl.distillation import Distiller
 from keras_mtl.export import export_saved_model
 from keras_mtl.export import export_tflite
-from keras_mtl.model import MultiTaskModel
+from keras_mtl.models import MultiTaskModel
 from keras_mtl.tuning import MultiTaskHyperModel
 from keras_mtl.preprocessing import ImagePreprocessing
 from keras_mtl.version import __version__

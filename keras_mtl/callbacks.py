@@ -23,7 +23,7 @@ import os
 import keras
 import numpy as np
 
-from keras_mtl import gradients
+from keras_mtl import training
 
 
 class LossWeightScheduler(keras.callbacks.Callback):
@@ -380,7 +380,7 @@ class GradientConflict(keras.callbacks.Callback):
         model = self.model
         if self.task_names is None:  # called outside `fit`
             self.task_names = list(model.task_names)
-        grads, _, counts = gradients.representation_gradients(
+        grads, _, counts = training.representation_gradients(
             model, self.x, self.y, self.sample_weight
         )
         unlabelled = [n for n in model.task_names if float(counts[n]) == 0]

@@ -158,7 +158,7 @@ def _image_size(text):
 
 def _weighting_name(text):
     name = text.lower()
-    if name not in keras_mtl.weighting.REGISTRY:
+    if keras_mtl.weighting.get_class(name) is None:
         raise argparse.ArgumentTypeError(
             "Expected a keras_mtl.weighting name, one of "
             f"{', '.join(keras_mtl.weighting.names())}. Received: {text!r}"
@@ -351,7 +351,7 @@ def run_demo(
         A dict with the per-task metrics (`"mtl"`, `"stl"`), `"delta_m"`,
         the file paths and the timings.
     """
-    if not isinstance(weighting, str) or weighting.lower() not in keras_mtl.weighting.REGISTRY:
+    if not isinstance(weighting, str) or keras_mtl.weighting.get_class(weighting) is None:
         raise ValueError(
             "Invalid value received for argument `weighting`. Expected a "
             f"keras_mtl.weighting name, one of {keras_mtl.weighting.names()}. "
@@ -531,7 +531,7 @@ def _weighting(name, tasks, y_train):
     """The multi-task model's weighting; None for a single-task model."""
     if name is None or len(tasks) == 1:
         return None
-    weighting_class = keras_mtl.weighting.REGISTRY[name]
+    weighting_class = keras_mtl.weighting.get_class(name)
     if weighting_class is keras_mtl.weighting.InverseSize:
         counts = keras_mtl.weighting.count_labels(
             {t.name: y_train[t.name] for t in tasks}, tasks

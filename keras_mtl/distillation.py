@@ -46,14 +46,15 @@ label loss alone. The per-task losses are then combined by the student's
 weighting (`compile(weighting=...)`, loss-level methods).
 """
 
+import types
+
 import keras
 from keras import ops
-# Keras' own helper: under tf.distribute a replica's loss is 1/N of the total.
-from keras.src.losses.loss import scale_loss_for_distribution
-from keras.src.saving import serialization_lib
 
+from keras_mtl import _keras_compat
+from keras_mtl import training as training_lib
 from keras_mtl import weighting as weighting_lib
-from keras_mtl.model import MultiTaskModel
+from keras_mtl.models import MultiTaskModel
 from keras_mtl.weighting.base import check_fraction
 from keras_mtl.weighting.base import check_number
 
@@ -300,11 +301,13 @@ class Distiller(keras.Model):
             loss_weights=loss_weights,
             weighting=weighting,
         )
-        self._distill_loss_trackers = {
-            n: keras.metrics.Mean(name=f"{n}_distill_loss") for n in self.teachers
-        }
         super().compile(optimizer=self.student.optimizer, **kwargs)
-        self._compile_config = serialization_lib.SerializableDict(
+        # In a plain namespace, which Keras does not track: a new compile
+        # replaces them whole (`metrics` lists them).
+        self._distill_loss_trackers = types.SimpleNamespace(by_task={
+            n: keras.metrics.Mean(name=f"{n}_distill_loss") for n in self.teachers
+        })
+        self._distiller_compile_config = dict(
             optimizer=optimizer,
             loss=loss,
             metrics=metrics,
@@ -313,21 +316,22 @@ class Distiller(keras.Model):
             **kwargs,
         )
 
+    def get_compile_config(self):
+        if not self.compiled or getattr(self, "_distiller_compile_config", None) is None:
+            return {}
+        return keras.saving.serialize_keras_object(self._distiller_compile_config)
+
     # As the student's: the compile arguments, applied again by `load_model`.
-    get_compile_config = MultiTaskModel.get_compile_config
     compile_from_config = MultiTaskModel.compile_from_config
 
     @property
     def metrics(self):
-        metrics = super().metrics  # the loss tracker, and ours below
-        if self.compiled:
+        metrics = super().metrics  # the loss tracker
+        if self.compiled and getattr(self, "_distill_loss_trackers", None):
             # The student's per-task losses, metrics and task weights; not
             # its total-loss tracker (it does not train itself here).
-            own = {id(m) for m in metrics} | {id(self.student._loss_tracker)}
-            for metric in self.student.metrics:
-                if id(metric) not in own:
-                    own.add(id(metric))
-                    metrics.append(metric)
+            metrics.extend(self.student.task_metrics())
+            metrics.extend(self._distill_loss_trackers.by_task.values())
         return metrics
 
     def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
@@ -359,13 +363,20 @@ class Distiller(keras.Model):
     def task_losses(self, x, y, y_pred, sample_weight=None):
         """Per-task losses before the weighting.
 
+        Args:
+            x: The batch's inputs (the teachers' input).
+            y: The batch's labels, as `fit` takes them.
+            y_pred: The student's predictions.
+            sample_weight: Optional sample weights, as `fit` takes them.
+
         Returns:
             `(losses, label_losses, distill_losses, counts)`: `{task: scalar}`
             dicts of the combined per-task losses, the student's masked label
             losses, the distillation losses (tasks with a teacher) and the
             numbers of labelled examples (pixels).
         """
-        sums, counts = self.student.task_loss_terms(y, y_pred, sample_weight)
+        targets = self.student.prepare_targets(y, sample_weight)
+        sums, counts = self.student.task_loss_terms(targets, y_pred)
         label = {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
         distill = self.distillation_losses(x, y_pred)
         losses = {
@@ -378,20 +389,19 @@ class Distiller(keras.Model):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         losses, label, distill, counts = self.task_losses(x, y, y_pred, sample_weight)
-        total, weights = self.student.combine_losses(losses, training=training)
+        total, weights = self.student.combine_losses(losses, counts, training=training)
         # `<task>_loss` stays the student's label loss (as the student would
         # report it); the distillation terms are logged beside it.
         self.student.track_losses(label, weights, counts)
         for name, value in distill.items():
-            self._distill_loss_trackers[name].update_state(
+            self._distill_loss_trackers.by_task[name].update_state(
                 value, sample_weight=ops.shape(y_pred[name])[0]
             )
-        total = scale_loss_for_distribution(total)
-        # The student's regularisation losses, unweighted (the teachers' are
-        # constants and left out).
-        for extra in self.student.losses:
-            total = total + self._aggregate_additional_loss(extra)
-        return total
+        # The student's regularisation losses join unweighted (the teachers'
+        # are constants and left out). Keras' step sums the replicas'
+        # gradients: each replica gives its share.
+        total = total + training_lib.extra_loss(self.student.losses)
+        return total / training_lib.replicas()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.student.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -435,7 +445,7 @@ def _freeze(model):
     sublayers built in its constructor that are still trainable, whose
     variables the distiller would then train.
     """
-    for layer in model._flatten_layers(include_self=True):
+    for layer in [model, *_keras_compat.flatten_layers(model)]:
         keras.layers.Layer.trainable.fset(layer, False)
 
 

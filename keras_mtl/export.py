@@ -55,7 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import tasks as tasks_lib
-from keras_mtl.model import MultiTaskModel
+from keras_mtl.models import MultiTaskModel
 
 DEFAULT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"

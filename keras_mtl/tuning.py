@@ -27,17 +27,19 @@ come from the constructor argument named in the third column):
 | `dropout`         | dropout in the heads                 | `dropout_range`       | lower bound   |
 | `learning_rate`   | Adam's learning rate (log scale)     | `learning_rate_range` | 1e-3, clipped |
 | `weighting`       | the loss-weighting method            | `weightings`          | first listed  |
-| `<method>/<arg>`  | that method's own hyperparameters,   | `WEIGHTING_SPACES`    | constructor's |
-|                   | active when `weighting == <method>`  |                       | default       |
+| `<method>/<arg>`  | that method's own hyperparameters,   | the method's          | constructor's |
+|                   | active when `weighting == <method>`  | `search_space`        | default       |
 
 The methods' own hyperparameters (conditional scopes), named after their
-constructor arguments: `dwa/temperature` (0.5 to 10, log), `famo/learning_rate`
-(1e-3 to 0.1, log), `famo/weight_decay` (1e-4 to 1e-2, log),
-`static/weight_<task>` (0.1 to 10, log, one per task), `cagrad/c` (0 to 1),
-`grad_norm/alpha` (0 to 3), `nash_mtl/update_every` (1, 5, 25), `grad_vac/beta`
-(1e-3 to 0.1, log), `grad_drop/leak` (0 to 0.5), `mgda/normalization`,
-`aligned_mtl/scale`, and `<method>/mode` ("params" or "representation") for
-every gradient-level method that supports both. `<method>` is the name as
+constructor arguments, come from each method's class attribute
+`search_space` (`keras_mtl.weighting.space`), so a method registered from
+outside the package is searched the same way: `dwa/temperature` (0.5 to 10,
+log), `famo/learning_rate` (1e-3 to 0.1, log), `famo/weight_decay` (1e-4 to
+1e-2, log), `static/weight_<task>` (0.1 to 10, log, one per task), `cagrad/c`
+(0 to 1), `grad_norm/alpha` (0 to 3), `nash_mtl/update_every` (1, 5, 25),
+`grad_vac/beta` (1e-3 to 0.1, log), `grad_drop/leak` (0 to 0.5),
+`mgda/normalization`, `aligned_mtl/scale`, and `<method>/mode` ("params" or
+"representation") for every gradient-level method that supports both. `<method>` is the name as
 given in `weightings` (an alias such as "dwa" keeps its spelling).
 Arguments that are not searched (seeds, `InverseSize` counts, iteration
 limits) go in `weighting_kwargs`; an argument given there is fixed and not
@@ -92,9 +94,8 @@ from keras_mtl.backbones import check_input_shape
 from keras_mtl.backbones import _graph
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
-from keras_mtl.model import MultiTaskModel
-from keras_mtl.weighting import aligned_mtl
-from keras_mtl.weighting import mgda
+from keras_mtl.models import MultiTaskModel
+from keras_mtl.weighting import space
 
 DEFAULT_LEARNING_RATE = 1e-3
 
@@ -182,58 +183,28 @@ def cut_backbone(model, fraction):
 
 
 # --- weighting search spaces --------------------------------------------------
-def _log_float(low, high, default):
-    return lambda hp, name, tasks: hp.Float(name, low, high, sampling="log", default=default)
-
-
-def _float(low, high, default):
-    return lambda hp, name, tasks: hp.Float(name, low, high, default=default)
-
-
-def _choice(values, default):
-    return lambda hp, name, tasks: hp.Choice(name, list(values), default=default)
-
-
-def _static_weights(hp, name, tasks):
-    # One weight per task; `name` is "<method>/weights", each "<method>/weight_<task>".
-    prefix = name.rsplit("/", 1)[0]
-    return {
-        t.name: hp.Float(f"{prefix}/weight_{t.name}", 0.1, 10.0, sampling="log", default=1.0)
-        for t in tasks
-    }
-
-
-#: Searched constructor arguments of each method: `{class: {argument:
-#: builder(hp, hp_name, tasks) -> value}}`. Ranges follow the papers' sweeps
-#: around the constructor defaults. Gradient-level methods that support both
-#: modes also get `<method>/mode`.
-WEIGHTING_SPACES = {
-    weighting_lib.Static: {"weights": _static_weights},
-    weighting_lib.DynamicWeightAverage: {"temperature": _log_float(0.5, 10.0, 2.0)},
-    weighting_lib.FAMO: {
-        "learning_rate": _log_float(1e-3, 0.1, 0.025),
-        "weight_decay": _log_float(1e-4, 1e-2, 1e-3),
-    },
-    weighting_lib.MGDA: {"normalization": _choice(mgda.NORMALIZATIONS, "none")},
-    weighting_lib.CAGrad: {"c": _float(0.0, 1.0, 0.4)},
-    weighting_lib.AlignedMTL: {"scale": _choice(aligned_mtl.SCALES, "min")},
-    weighting_lib.GradNorm: {"alpha": _float(0.0, 3.0, 1.5)},
-    weighting_lib.NashMTL: {"update_every": _choice((1, 5, 25), 1)},
-    weighting_lib.GradVac: {"beta": _log_float(1e-3, 0.1, 0.01)},
-    weighting_lib.GradDrop: {"leak": _float(0.0, 0.5, 0.0)},
-}
+def _hyperparameter(hp, name, spec, default, tasks):
+    """The KerasTuner hyperparameter of one `keras_mtl.weighting.space` spec."""
+    if isinstance(spec, space.PerTask):
+        prefix = name.rsplit("/", 1)[0]
+        return {
+            t.name: _hyperparameter(
+                hp, f"{prefix}/{spec.key.format(task=t.name)}", spec.spec, spec.default, tasks
+            )
+            for t in tasks
+        }
+    if isinstance(spec, space.Float):
+        return hp.Float(name, spec.low, spec.high, sampling=spec.sampling, default=default)
+    if isinstance(spec, space.Choice):
+        return hp.Choice(name, list(spec.values), default=default)
+    raise TypeError(
+        f"Invalid search space entry {name!r}: expected a keras_mtl.weighting.space "
+        f"Float, Choice or PerTask. Received: {spec!r}"
+    )
 
 
 def _constructor_default(cls, argument):
     return inspect.signature(cls.__init__).parameters[argument].default
-
-
-def _task_kinds(tasks):
-    # Kendall et al.'s two forms: softmax/sigmoid heads are classification.
-    return {
-        t.name: "classification" if t.activation in ("sigmoid", "softmax") else "regression"
-        for t in tasks
-    }
 
 
 # --- argument checks -------------------------------------------------------------
@@ -339,13 +310,13 @@ def _check_weightings(weightings):
     weightings = _check_sequence("weightings", weightings)
     seen = {}
     for name in weightings:
-        if not isinstance(name, str) or name.lower() not in weighting_lib.REGISTRY:
+        if weighting_lib.get_class(name) is None:
             raise ValueError(
                 "Invalid value received for argument `weightings`. Expected "
                 f"names from keras_mtl.weighting.names(): {weighting_lib.names()}. "
                 f"Received: {name!r}"
             )
-        cls = weighting_lib.REGISTRY[name.lower()]
+        cls = weighting_lib.get_class(name)
         if cls in seen:
             raise ValueError(
                 "Invalid value received for argument `weightings`. "
@@ -505,12 +476,12 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
             )
         task_shapes = {t.name: () for t in self.tasks}
         for name in self.weightings:
-            cls = weighting_lib.REGISTRY[name.lower()]
+            cls = weighting_lib.get_class(name)
             fixed = weighting_kwargs.get(name, {})
             try:
                 # Built once with the fixed arguments and default
                 # hyperparameters: a missing or bad argument fails here.
-                cls(**{**self._automatic_kwargs(cls), **fixed}).build(task_shapes)
+                cls(**{**cls.arguments_from_tasks(self.tasks), **fixed}).build(task_shapes)
             except (TypeError, ValueError) as error:
                 raise ValueError(
                     "Invalid value received for argument `weighting_kwargs`. "
@@ -518,12 +489,6 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
                     f"weighting_kwargs[{name!r}]={fixed!r}: {error}"
                 ) from error
         return {k: dict(v) for k, v in weighting_kwargs.items()}
-
-    def _automatic_kwargs(self, cls):
-        """Constructor arguments the hypermodel fills from the tasks."""
-        if cls is weighting_lib.Uncertainty:
-            return {"task_kinds": _task_kinds(self.tasks)}
-        return {}
 
     # --- build ---------------------------------------------------------------
     def build(self, hp):
@@ -613,30 +578,32 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
                 kwargs = self.weighting_hyperparameters(hp, name)
             if name == chosen:
                 chosen_kwargs = kwargs
-        cls = weighting_lib.REGISTRY[chosen.lower()]
-        return cls(**chosen_kwargs)
+        return weighting_lib.get_class(chosen)(**chosen_kwargs)
 
     def weighting_hyperparameters(self, hp, name):
-        """Constructor arguments of method `name`: searched ones from
-        `WEIGHTING_SPACES` (as `<name>/<argument>`), fixed ones from
-        `weighting_kwargs`, and those the tasks determine.
+        """Constructor arguments of method `name`: searched ones from its
+        `search_space` (as `<name>/<argument>`), fixed ones from
+        `weighting_kwargs`, and those the tasks determine
+        (`arguments_from_tasks`).
 
         Called inside the method's conditional scope, also when the method is
         not chosen: then the searched values are None (KerasTuner's rule for
         inactive hyperparameters) and the result is discarded.
         """
-        cls = weighting_lib.REGISTRY[name.lower()]
+        cls = weighting_lib.get_class(name)
         fixed = self.weighting_kwargs.get(name, {})
-        space = dict(WEIGHTING_SPACES.get(cls, {}))
+        searched_space = dict(cls.search_space)
         modes = getattr(cls, "supported_modes", ())
         if len(modes) > 1:
-            space["mode"] = _choice(modes, _constructor_default(cls, "mode"))
+            searched_space["mode"] = space.Choice(tuple(modes))
         searched = {
-            argument: builder(hp, f"{name}/{argument}", self.tasks)
-            for argument, builder in space.items()
+            argument: _hyperparameter(
+                hp, f"{name}/{argument}", spec, _constructor_default(cls, argument), self.tasks
+            )
+            for argument, spec in searched_space.items()
             if argument not in fixed
         }
-        return {**self._automatic_kwargs(cls), **searched, **fixed}
+        return {**cls.arguments_from_tasks(self.tasks), **searched, **fixed}
 
     @staticmethod
     def _choice(hp, name, values):

@@ -42,6 +42,8 @@ from keras import ops
 from keras_mtl.weighting._gram import active_tasks
 from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Choice
 
 SCALES = ("min", "median", "rmse")
 
@@ -72,7 +74,7 @@ def alignment_matrix(gram, scale="min", tolerance=1e-5):
     return sigma * ops.matmul(vectors * inverse_roots[None, :], ops.transpose(vectors))
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class AlignedMTL(GradientWeighting):
     """Aligned-MTL: the update of the aligned (orthogonal, equal-norm) gradients.
 
@@ -102,6 +104,11 @@ class AlignedMTL(GradientWeighting):
     >>> [round(float(x), 3) for x in combined]
     [1.0, 1.0]
     """
+
+    registry_name = "aligned_mtl"
+    aliases = ("amtl",)
+    paper = "Senushkin et al., CVPR 2023"
+    search_space = {"scale": Choice(SCALES)}
 
     supported_modes = ("params", "representation")
 

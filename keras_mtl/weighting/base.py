@@ -10,8 +10,17 @@ are constructor arguments, returned by `get_config()`.
 `MultiTaskModel.compile(weighting=...)` builds it with the task names
 (`build({task: ()})`), so its variables exist before weights are loaded.
 
-A task with no label in a batch has a loss of exactly 0 (the model's masked
-mean): `labelled()` tells which tasks a step can weight.
+Label presence is data: each step the model passes, beside the losses, the
+number of labelled examples (pixels for dense tasks) of every task,
+`counts={task: n}`. A task with `n = 0` has no label in the batch (its loss
+is 0 by convention and its gradient 0); `labelled(counts)` tells which tasks
+a step can weight. A loss's value never decides presence: a negative or zero
+loss is a labelled task's loss, and a non-finite one is an error (the model
+stops training), not a missing label. Called without `counts` (a custom
+loop, the doctests), every task counts as labelled.
+
+A method registers itself with `keras_mtl.weighting.register`, which reads
+the class attributes below (see `keras_mtl.weighting.registry`).
 """
 
 import math
@@ -63,23 +72,68 @@ def check_seed(seed):
     return seed
 
 
+def check_lower_bounds(argument, bounds):
+    """Returns `bounds`, a dict `{task: finite float}` or None, or raises a
+    Keras-style `ValueError` (numpy numbers are accepted)."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, dict):
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected None or a "
+            f"dict {{task: lower bound of its loss}}. Received: {argument}={bounds!r}"
+        )
+    return {str(k): check_number(f"{argument}[{k!r}]", v) for k, v in bounds.items()}
+
+
+def explain_lower_bounds(weighting, losses):
+    """The `explain_nonfinite` hint of methods that take the logarithm of
+    each loss minus its `min_losses` bound: which task's loss is not above it."""
+    bounds = weighting.min_losses or {}
+    below = {
+        n: v for n, v in losses.items() if n in weighting.task_names and v <= bounds.get(n, 0.0)
+    }
+    if not below:
+        return None
+    return (
+        f"{type(weighting).__name__} takes the logarithm of each task's loss minus its "
+        f"lower bound `min_losses` (default 0); the mean loss of {below} is not above "
+        f"its bound {({n: bounds.get(n, 0.0) for n in below})}. Pass "
+        f"{type(weighting).__name__}(min_losses={{task: a lower bound of its loss}})."
+    )
+
+
 class Weighting(keras.layers.Layer):
     """Base class: maps per-task losses to `(total_loss, {task: weight})`.
 
     Subclasses create their variables in `build(losses_shape)` (after calling
-    `super().build`) and implement `call(losses, training=False)`.
+    `super().build`) and implement `call(losses, counts=None, training=False)`.
 
     Args:
         **kwargs: Base layer arguments (`name`, ...).
     """
 
+    #: The name `compile(weighting=...)` and tuning know the method by.
+    registry_name = None
+    #: Other names from the literature.
+    aliases = ()
+    #: The reference the method implements.
+    paper = ""
     #: "loss" for methods that only see losses, "gradient" for methods that
     #: combine per-task gradients.
     level = "loss"
+    #: `{constructor argument: keras_mtl.weighting.space spec}` searched by
+    #: `keras_mtl.tuning`.
+    search_space = {}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.task_names = None
+
+    @classmethod
+    def arguments_from_tasks(cls, tasks):
+        """Constructor arguments the tasks determine (used by tuning):
+        `{argument: value}`, none by default."""
+        return {}
 
     def build(self, losses_shape):
         """Records the task names; `losses_shape` is `{task: ()}`."""
@@ -104,20 +158,23 @@ class Weighting(keras.layers.Layer):
                 f"Received: {argument}={mapping!r}"
             )
 
-    def labelled(self, vector):
-        """Boolean vector: True where a task's loss is positive (labelled).
+    def labelled(self, counts):
+        """Boolean `(T,)` vector: True for tasks with a label in the step.
 
-        A loss of exactly 0 is what the model gives a task with no label in
-        the batch; methods leave such tasks out of that step.
+        Args:
+            counts: `{task: number of labelled examples}` as the model passes
+                it, or `None` (every task labelled).
         """
-        return ops.greater(vector, 0.0)
+        if counts is None:
+            return ops.ones((len(self.task_names),), "bool")
+        return ops.greater(self.stack(counts), 0.0)
 
-    def __call__(self, losses, *args, **kwargs):
+    def __call__(self, losses, counts=None, *args, **kwargs):
         # Keras' Layer refuses Python numbers in its positional input; accept
         # them (doctests, custom loops) as float32 tensors.
-        if isinstance(losses, dict):
-            losses = {k: ops.convert_to_tensor(v, "float32") for k, v in losses.items()}
-        return super().__call__(losses, *args, **kwargs)
+        losses = _as_tensors(losses)
+        counts = _as_tensors(counts)
+        return super().__call__(losses, counts, *args, **kwargs)
 
     def stack(self, losses):
         """The losses as a vector, in task order."""
@@ -132,32 +189,57 @@ class Weighting(keras.layers.Layer):
         total = ops.sum(weights * self.stack(losses))
         return total, self.unstack(weights)
 
-    # Keras' Layer saves its own variables but not the state of its
+    # --- state ----------------------------------------------------------------
+    # Keras' Layer saves its weights but not the state of its
     # `SeedGenerator`s; a random method must resume its stream after
-    # `load_model` or `BackupAndRestore`, so the seed states are saved too.
-    def _saved_variables(self):
-        seeds = [sg.state for sg in self._seed_generators]
-        return self._trainable_variables + self._non_trainable_variables + seeds
+    # `load_model` or `BackupAndRestore`, so its state is every variable:
+    # `variables` is the weights followed by the seed states.
+    def state_arrays(self):
+        """The method's whole state, as numpy arrays."""
+        return [ops.convert_to_numpy(v) for v in self.variables]
+
+    def load_state(self, arrays):
+        """Sets the state from `state_arrays()` of the same method and tasks."""
+        variables = self.variables
+        shapes = [tuple(v.shape) for v in variables]
+        saved = [tuple(getattr(a, "shape", ())) for a in arrays]
+        if saved != shapes:
+            raise ValueError(
+                f"Cannot load the state of weighting {type(self).__name__} "
+                f"({self.name!r}, tasks {self.task_names}): it has variables of "
+                f"shapes {shapes}, the file holds {saved}. The file was saved "
+                "from a model compiled with another method or other tasks."
+            )
+        for variable, value in zip(variables, arrays):
+            variable.assign(value)
+
+    def _owned(self):
+        # A `MultiTaskModel` saves and loads its weighting's state with its
+        # own variables (so that it also reaches a model not compiled yet):
+        # when Keras' saving walks the model's attributes, the weighting
+        # itself writes nothing.
+        return getattr(self, "_keras_mtl_owner", None) is not None
 
     def save_own_variables(self, store):
-        for i, variable in enumerate(self._saved_variables()):
-            store[f"{i}"] = variable
+        if not self._owned():
+            for i, array in enumerate(self.state_arrays()):
+                store[f"{i}"] = array
 
     def load_own_variables(self, store):
-        variables = self._saved_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"Weighting {self.name!r} expects {len(variables)} saved "
-                f"variables but the file holds {len(store.keys())}. Was it "
-                "saved with the same method and tasks?"
-            )
-        for i, variable in enumerate(variables):
-            variable.assign(store[f"{i}"])
+        if not self._owned():
+            self.load_state([store[f"{i}"] for i in range(len(store.keys()))])
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         raise NotImplementedError(
-            f"{type(self).__name__} must implement `call(losses, training)`."
+            f"{type(self).__name__} must implement `call(losses, counts, training)`."
         )
+
+    def explain_nonfinite(self, losses):
+        """A hint for the error raised when a training step is not finite,
+        or `None`. `losses` is `{task: float}` (the epoch's mean losses so
+        far); methods whose arithmetic needs a domain (a logarithm) say
+        which task left it."""
+        return None
 
     def on_epoch_begin(self, epoch):
         """Called by `MultiTaskModel.fit` before each epoch (eagerly)."""
@@ -166,20 +248,12 @@ class Weighting(keras.layers.Layer):
         """Called by `MultiTaskModel.fit` after each epoch (eagerly), before
         any checkpointing callback, so epoch-level state is saved with it."""
 
-    def compute_output_spec(self, losses, training=False):
+    def compute_output_spec(self, losses, counts=None, training=False):
         scalar = keras.KerasTensor((), dtype="float32")
         return scalar, {n: keras.KerasTensor((), dtype="float32") for n in losses}
 
 
-class WeightingCallback(keras.callbacks.Callback):
-    """Forwards epoch events to a weighting; `MultiTaskModel.fit` adds it."""
-
-    def __init__(self, weighting):
-        super().__init__()
-        self.weighting = weighting
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.weighting.on_epoch_begin(epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weighting.on_epoch_end(epoch)
+def _as_tensors(values):
+    if not isinstance(values, dict):
+        return values
+    return {k: ops.convert_to_tensor(v, "float32") for k, v in values.items()}

@@ -54,6 +54,8 @@ from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import uniform_weights
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 _TINY = 1e-12
 
@@ -118,7 +120,7 @@ def dual_weights(gram, active, radius, mean_weights, iterations):
     return weights
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class CAGrad(GradientWeighting):
     """Conflict-averse gradient: best worst-task gain near the mean gradient.
 
@@ -150,6 +152,10 @@ class CAGrad(GradientWeighting):
     >>> [round(float(x), 3) for x in combined]  # the mean gradient
     [0.25, 0.25]
     """
+
+    registry_name = "cagrad"
+    paper = "Liu et al., NeurIPS 2021"
+    search_space = {"c": Float(0.0, 1.0)}
 
     supported_modes = ("params", "representation")
 

@@ -21,8 +21,8 @@ epochs seen and the current weights. `MultiTaskModel.fit` calls
 history and sets the next epoch's weights; a custom training loop calls
 them itself.
 
-A task with no label in a batch (loss 0) adds nothing to the sums for that
-step; a task with no label during a whole epoch gets the ratio 1.
+A task with no label in a batch (`counts` 0) adds nothing to the sums for
+that step; a task with no label during a whole epoch gets the ratio 1.
 """
 
 import keras
@@ -30,9 +30,11 @@ from keras import ops
 
 from keras_mtl.weighting.base import Weighting
 from keras_mtl.weighting.base import check_number
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class DynamicWeightAverage(Weighting):
     """Weights tasks by the ratio of their last two epoch-mean losses.
 
@@ -51,6 +53,11 @@ class DynamicWeightAverage(Weighting):
     >>> {k: round(float(v), 4) for k, v in weights.items()}  # 2 softmax([0.5, 1] / 2)
     {'a': 0.8756, 'b': 1.1244}
     """
+
+    registry_name = "dynamic_weight_average"
+    aliases = ("dwa",)
+    paper = "Liu, Johns & Davison, CVPR 2019"
+    search_space = {"temperature": Float(0.5, 10.0, sampling="log")}
 
     def __init__(self, temperature=2.0, **kwargs):
         super().__init__(**kwargs)
@@ -76,10 +83,10 @@ class DynamicWeightAverage(Weighting):
         self.epochs_seen = state("epochs_seen", (), dtype="int32")
         self.task_weights = state("task_weights", (num_tasks,), value=1.0)
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         vector = self.stack(losses)
         if training:
-            present = ops.cast(self.labelled(vector), "float32")
+            present = ops.cast(self.labelled(counts), "float32")
             self.loss_sums.assign_add(ops.stop_gradient(vector) * present)
             self.loss_counts.assign_add(present)
         return self.weighted_sum(losses, ops.convert_to_tensor(self.task_weights))

@@ -4,9 +4,10 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.registry import register
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class Equal(Weighting):
     """Sums the task losses, each with weight 1.
 
@@ -21,5 +22,8 @@ class Equal(Weighting):
     3.0
     """
 
-    def call(self, losses, training=False):
+    registry_name = "equal"
+    paper = "the baseline: the plain sum (LibMTL's EW)"
+
+    def call(self, losses, counts=None, training=False):
         return self.weighted_sum(losses, ops.ones((len(self.task_names),)))

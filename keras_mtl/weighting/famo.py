@@ -35,9 +35,16 @@ update used for step `k` comes from the losses at the parameters of steps
 `k-1` and `k`, measured on two different batches. The first step has no
 previous losses and leaves the logits as they are.
 
-Unlabelled tasks. A task whose loss is 0 in a batch (no label) is left out
-of that step: out of `c` and `L` (weight 0), and its `delta` is 0. Its last
-positive loss is kept, so the next step where it is labelled measures its
+Lower bounds. The logarithms need `L_t > 0`. As in the authors' code (its
+`min_losses`), each loss may be given a lower bound `m_t` (default 0) and
+`L_t - m_t` is used in place of `L_t` everywhere above: a loss that can be
+negative (a cosine similarity, a log-likelihood) needs its bound, and a loss
+below its bound makes the step non-finite, which stops training with an
+error naming the task.
+
+Unlabelled tasks. A task with no label in a batch (its labelled count is 0)
+is left out of that step: out of `c` and `L` (weight 0), and its `delta` is
+0. Its last loss is kept, so the next step where it is labelled measures its
 change from then; a task that alternates with others (round-robin data)
 still moves its logit.
 
@@ -51,20 +58,26 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import check_lower_bounds
 from keras_mtl.weighting.base import check_number
+from keras_mtl.weighting.base import explain_lower_bounds
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 _EPSILON = 1e-8
 _BETA_1 = 0.9
 _BETA_2 = 0.999
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class FAMO(Weighting):
     """Fast Adaptive Multitask Optimization (Liu et al. 2023).
 
     Args:
         learning_rate: `beta` > 0, the Adam learning rate of the task logits.
         weight_decay: `gamma` >= 0, the decay of the task logits.
+        min_losses: Optional dict `{task: lower bound of its loss}` (0 for
+            tasks left out); needed for losses that can be negative.
         **kwargs: Base layer arguments (`name`, ...).
 
     Example:
@@ -77,14 +90,22 @@ class FAMO(Weighting):
     [-0.025, 0.025]
     """
 
-    def __init__(self, learning_rate=0.025, weight_decay=0.001, **kwargs):
+    registry_name = "famo"
+    paper = "Liu, Feng, Stone & Liu, NeurIPS 2023"
+    search_space = {"learning_rate": Float(1e-3, 0.1, sampling="log"), "weight_decay": Float(1e-4, 1e-2, sampling="log")}
+
+    def __init__(self, learning_rate=0.025, weight_decay=0.001, min_losses=None, **kwargs):
         super().__init__(**kwargs)
         self.learning_rate = check_number("learning_rate", learning_rate, minimum=0, exclusive=True)
         self.weight_decay = check_number("weight_decay", weight_decay, minimum=0)
+        self.min_losses = check_lower_bounds("min_losses", min_losses)
 
     def build(self, losses_shape):
         super().build(losses_shape)
         shape = (len(self.task_names),)
+        bounds = self.min_losses or {}
+        self.check_task_keys("min_losses", bounds, require_all=False)
+        self._bounds = ops.convert_to_tensor([bounds.get(n, 0.0) for n in self.task_names], "float32")
 
         def state(name, shape):
             return self.add_weight(name=name, shape=shape, initializer="zeros", trainable=False)
@@ -93,8 +114,9 @@ class FAMO(Weighting):
         self.logits_momentum = state("logits_momentum", shape)
         self.logits_velocity = state("logits_velocity", shape)
         self.logits_steps = state("logits_steps", ())
-        # Last positive loss of each task (0: none seen yet).
+        # Last loss of each task (minus its bound), and 1 once one was seen.
         self.previous_losses = state("previous_losses", shape)
+        self.previous_seen = state("previous_seen", shape)
 
     def _update_logits(self, vector, present):
         previous = ops.convert_to_tensor(self.previous_losses)
@@ -102,7 +124,8 @@ class FAMO(Weighting):
         m = ops.convert_to_tensor(self.logits_momentum)
         v = ops.convert_to_tensor(self.logits_velocity)
         steps = ops.convert_to_tensor(self.logits_steps)
-        both = ops.logical_and(present, ops.greater(previous, 0.0))
+        seen = ops.greater(ops.convert_to_tensor(self.previous_seen), 0.0)
+        both = ops.logical_and(present, seen)
         delta = ops.where(
             both,
             ops.log(ops.where(both, previous, 1.0) + _EPSILON)
@@ -126,10 +149,11 @@ class FAMO(Weighting):
         self.logits_velocity.assign(ops.where(active, new_v, v))
         self.logits_steps.assign(ops.where(active, new_steps, steps))
         self.previous_losses.assign(ops.where(present, vector, previous))
+        self.previous_seen.assign(ops.cast(ops.logical_or(present, seen), "float32"))
 
-    def call(self, losses, training=False):
-        vector = self.stack(losses)
-        present = self.labelled(vector)
+    def call(self, losses, counts=None, training=False):
+        vector = self.stack(losses) - self._bounds
+        present = self.labelled(counts)
         if training:
             self._update_logits(ops.stop_gradient(vector), present)
         z = ops.softmax(ops.convert_to_tensor(self.logits))
@@ -145,4 +169,9 @@ class FAMO(Weighting):
             **super().get_config(),
             "learning_rate": self.learning_rate,
             "weight_decay": self.weight_decay,
+            "min_losses": self.min_losses,
         }
+
+    def explain_nonfinite(self, losses):
+        return explain_lower_bounds(self, losses)
+

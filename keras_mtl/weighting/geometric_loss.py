@@ -16,24 +16,36 @@ its loss, the coefficient the task's gradient gets in the update:
 
 so a task with a small loss gets a large weight.
 
-Unlabelled tasks. A task with no label in a batch has loss exactly 0, which
-would make the product 0 (and its gradient for the others 0, or NaN through
-the log). The mean is therefore taken over the `T'` tasks with a positive
-loss in the step, `L = (prod_{L_t > 0} L_t) ^ (1 / T')`; the other tasks get
-weight 0, and a step where no task is labelled has loss 0.
+Lower bounds. The geometric mean needs `L_t > 0`. A loss that can be
+negative (a cosine similarity, a log-likelihood) is given a lower bound `m_t`
+(`min_losses`, default 0; as FAMO's authors do for its logarithms) and
+`L_t - m_t` takes its place; a loss at or below its bound makes the step
+non-finite, which stops training with an error naming the task. (Our
+extension: the paper's losses are all positive.)
+
+Unlabelled tasks. A task with no label in a batch (its labelled count is 0)
+has loss 0 by convention, which would make the product 0. The mean is
+therefore taken over the `T'` tasks labelled in the step,
+`L = (prod_labelled L_t) ^ (1 / T')`; the other tasks get weight 0, and a
+step where no task is labelled has loss 0.
 """
 
 import keras
 from keras import ops
 
 from keras_mtl.weighting.base import Weighting
+from keras_mtl.weighting.base import check_lower_bounds
+from keras_mtl.weighting.base import explain_lower_bounds
+from keras_mtl.weighting.registry import register
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class GeometricLoss(Weighting):
     """Minimises the geometric mean of the task losses (Chennupati et al. 2019).
 
     Args:
+        min_losses: Optional dict `{task: lower bound of its loss}` (0 for
+            tasks left out); needed for losses that can be negative.
         **kwargs: Base layer arguments (`name`, ...).
 
     Example:
@@ -47,9 +59,23 @@ class GeometricLoss(Weighting):
     {'a': 1.0, 'b': 0.25}
     """
 
-    def call(self, losses, training=False):
-        vector = self.stack(losses)
-        present = self.labelled(vector)
+    registry_name = "geometric_loss"
+    aliases = ("gls",)
+    paper = "Chennupati et al., CVPR Workshops 2019"
+
+    def __init__(self, min_losses=None, **kwargs):
+        super().__init__(**kwargs)
+        self.min_losses = check_lower_bounds("min_losses", min_losses)
+
+    def build(self, losses_shape):
+        super().build(losses_shape)
+        bounds = self.min_losses or {}
+        self.check_task_keys("min_losses", bounds, require_all=False)
+        self._bounds = ops.convert_to_tensor([bounds.get(n, 0.0) for n in self.task_names], "float32")
+
+    def call(self, losses, counts=None, training=False):
+        vector = self.stack(losses) - self._bounds
+        present = self.labelled(counts)
         count = ops.sum(ops.cast(present, "float32"))
         # The inner `where` keeps log's gradient finite for unlabelled tasks.
         logs = ops.where(present, ops.log(ops.where(present, vector, 1.0)), 0.0)
@@ -61,3 +87,9 @@ class GeometricLoss(Weighting):
             0.0,
         )
         return total, self.unstack(weights)
+
+    def explain_nonfinite(self, losses):
+        return explain_lower_bounds(self, losses)
+
+    def get_config(self):
+        return {**super().get_config(), "min_losses": self.min_losses}

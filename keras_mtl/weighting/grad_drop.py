@@ -67,9 +67,11 @@ from keras import ops
 from keras_mtl.weighting.base import check_fraction
 from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class GradDrop(GradientWeighting):
     """Gradient Sign Dropout (Chen et al. 2020) on the representation's
     gradients.
@@ -98,6 +100,11 @@ class GradDrop(GradientWeighting):
     [1.0, 1.0]
     """
 
+    registry_name = "grad_drop"
+    aliases = ("gradient_sign_dropout",)
+    paper = "Chen et al., NeurIPS 2020"
+    search_space = {"leak": Float(0.0, 0.5)}
+
     supported_modes = ("representation",)
 
     def __init__(self, leak=0.0, seed=None, mode="representation", **kwargs):
@@ -110,7 +117,9 @@ class GradDrop(GradientWeighting):
         super().build(losses_shape)
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
-    def combine(self, grads, losses, training=True, cross_replica_sum=None, activations=None):
+    def combine(
+        self, grads, losses, counts=None, training=True, cross_replica_sum=None, activations=None
+    ):
         grads = ops.convert_to_tensor(grads)
         if activations is None or tuple(activations.shape) != tuple(grads.shape[1:]):
             raise ValueError(
@@ -119,7 +128,7 @@ class GradDrop(GradientWeighting):
                 f"gradient {tuple(grads.shape[1:])}. Received: activations="
                 f"{activations if activations is None else tuple(activations.shape)}"
             )
-        labelled = self.labelled(self.stack(losses))
+        labelled = self.labelled(counts)
         # G_i: sign(z) g_i, summed over the batch axis.
         summed = ops.sum(grads * ops.sign(ops.cast(activations, grads.dtype)), axis=1)
         if cross_replica_sum is not None:

@@ -62,9 +62,11 @@ from keras import ops
 
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class GradNorm(GradientWeighting):
     """Gradient normalisation (Chen et al. 2018): weights that balance the
     tasks' gradient norms, scaled by their relative training rates.
@@ -94,6 +96,10 @@ class GradNorm(GradientWeighting):
     >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(weighting.gradnorm_weights)]
     [0.8421, 1.1579]
     """
+
+    registry_name = "grad_norm"
+    paper = "Chen et al., ICML 2018"
+    search_space = {"alpha": Float(0.0, 3.0)}
 
     def __init__(
         self,

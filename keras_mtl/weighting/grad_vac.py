@@ -69,12 +69,14 @@ from keras_mtl.weighting._gram import random_task_orders
 from keras_mtl.weighting.base import check_fraction
 from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float
 
 #: How close to +-1 the target cosine may get in the correction.
 _TARGET_LIMIT = 1.0 - 1e-6
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class GradVac(GradientWeighting):
     """Gradient Vaccine (Wang et al. 2021): turns each task gradient towards
     the others until their cosine reaches an EMA target.
@@ -99,6 +101,11 @@ class GradVac(GradientWeighting):
     >>> round(float(keras.ops.convert_to_numpy(weighting.target_cosines)[0, 1]), 4)
     -0.3536
     """
+
+    registry_name = "grad_vac"
+    aliases = ("gradient_vaccine",)
+    paper = "Wang et al., ICLR 2021"
+    search_space = {"beta": Float(1e-3, 0.1, sampling="log")}
 
     def __init__(self, mode="params", beta=0.01, seed=None, **kwargs):
         super().__init__(mode=mode, **kwargs)

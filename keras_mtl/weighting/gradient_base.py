@@ -21,8 +21,9 @@ depend only on the Gram matrix `G Gᵀ` of the task gradients; they implement
 that solves for its weights only on some steps implements `reuse_plan` and
 `reuse`, so that params mode skips the per-task gradients on the others.
 
-A task with no label in the batch has loss 0 and gradient 0; `labelled`
-(a boolean vector) tells methods which tasks to combine in that step.
+A task with no label in the batch (its labelled count is 0) has loss 0 and
+gradient 0; `labelled` (a boolean vector from the counts, never from the
+losses' values) tells methods which tasks to combine in that step.
 """
 
 import keras
@@ -67,7 +68,9 @@ class GradientWeighting(Weighting):
             trainable=False,
         )
 
-    def combine(self, grads, losses, training=True, cross_replica_sum=None, activations=None):
+    def combine(
+        self, grads, losses, counts=None, training=True, cross_replica_sum=None, activations=None
+    ):
         """Combines per-task gradients.
 
         Args:
@@ -75,6 +78,8 @@ class GradientWeighting(Weighting):
                 docstring for the two modes' shapes).
             losses: `{task: scalar}` per-task losses of the step (global
                 values under `tf.distribute`).
+            counts: `{task: scalar}` numbers of labelled examples (pixels)
+                of the step; `None`: every task labelled.
             training: Whether this is a training step (state may update).
             cross_replica_sum: Under `tf.distribute` in representation mode,
                 a function summing a tensor over replicas: each replica holds
@@ -95,14 +100,14 @@ class GradientWeighting(Weighting):
         gram = ops.matmul(flat, ops.transpose(flat))
         if cross_replica_sum is not None:
             gram = cross_replica_sum(gram)
-        weights = self.gram_weights(gram, vector, self.labelled(vector), training)
+        weights = self.gram_weights(gram, vector, self.labelled(counts), training)
         weights = ops.cast(ops.stop_gradient(weights), grads.dtype)
         combined = ops.tensordot(weights, grads, axes=1)
         if training:
             self.task_weights.assign(weights)
         return combined, weights
 
-    def reuse_plan(self, losses):
+    def reuse_plan(self, losses, counts=None):
         """Whether this training step needs the per-task gradients.
 
         For methods that solve for their weights only on some steps (e.g.
@@ -112,6 +117,7 @@ class GradientWeighting(Weighting):
 
         Args:
             losses: `{task: scalar}` per-task losses of the step (global).
+            counts: `{task: scalar}` labelled examples of the step.
 
         Returns:
             `None` (the default: every step combines per-task gradients), or
@@ -149,7 +155,7 @@ class GradientWeighting(Weighting):
             f"{type(self).__name__} must implement `gram_weights` or `combine`."
         )
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         # Outside training steps (evaluate), the loss is reported with the
         # weights of the last training step.
         return self.weighted_sum(losses, self.task_weights)

@@ -44,6 +44,7 @@ from keras_mtl.weighting._gram import active_tasks
 from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import uniform_weights
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
 
 #: Singular values of `Q K Q` below this count as 0 (the largest gradient
 #: has norm 1 by then).
@@ -71,7 +72,7 @@ def impartial_weights(gram, active):
     return (uniform - correction) * mask
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class IMTL(GradientWeighting):
     """Impartial MTL (IMTL-G): equal projections on all task directions.
 
@@ -95,6 +96,10 @@ class IMTL(GradientWeighting):
     >>> [round(float(w), 3) for w in weights]  # g = (2/3, 2/3): equal projections
     [0.667, 0.333]
     """
+
+    registry_name = "imtl"
+    aliases = ("imtl_g",)
+    paper = "Liu et al., ICLR 2021 (IMTL-G)"
 
     supported_modes = ("params", "representation")
 

@@ -21,9 +21,10 @@ from keras import ops
 
 from keras_mtl.weighting.base import Weighting
 from keras_mtl.weighting.base import check_number
+from keras_mtl.weighting.registry import register
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class InverseSize(Weighting):
     """Weights each task by the inverse of its number of labelled examples.
 
@@ -41,6 +42,9 @@ class InverseSize(Weighting):
     >>> {k: round(float(v), 3) for k, v in weights.items()}
     {'a': 1.5, 'b': 0.5}
     """
+
+    registry_name = "inverse_size"
+    paper = "weights ∝ 1 / labelled examples (seed 003, the MTL guide)"
 
     def __init__(self, counts=None, **kwargs):
         super().__init__(**kwargs)
@@ -71,7 +75,7 @@ class InverseSize(Weighting):
         inverse = np.array([1.0 / self.counts[n] for n in self.task_names])
         self._weights = (len(inverse) * inverse / inverse.sum()).astype("float32")
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         return self.weighted_sum(losses, ops.convert_to_tensor(self._weights))
 
     def get_config(self):

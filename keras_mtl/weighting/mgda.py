@@ -56,6 +56,8 @@ from keras_mtl.weighting._gram import iterate
 from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import uniform_weights
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Choice
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -119,7 +121,7 @@ def min_norm_weights(gram, active, iterations):
     return weights * mask
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class MGDA(GradientWeighting):
     """Multiple-gradient descent: the min-norm convex combination of gradients.
 
@@ -148,6 +150,10 @@ class MGDA(GradientWeighting):
     >>> [round(float(w), 3) for w in weights], [round(float(c), 3) for c in combined]
     ([0.8, 0.2], [0.8, 0.4])
     """
+
+    registry_name = "mgda"
+    paper = "Sener & Koltun, NeurIPS 2018"
+    search_space = {"normalization": Choice(NORMALIZATIONS)}
 
     supported_modes = ("params", "representation")
 

@@ -92,6 +92,8 @@ from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting._gram import iterate
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Choice
 
 #: Ridge on the cosine matrix's diagonal (see the module docstring).
 _RIDGE = 1e-6
@@ -152,7 +154,7 @@ def nash_weights(gram, active, iterations):
     return ops.where(active, beta / norms, 0.0)
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class NashMTL(GradientWeighting):
     """Nash-MTL (Navon et al. 2022): weights `alpha > 0` with
     `(G Gᵀ) alpha = 1 / alpha`, the Nash bargaining solution.
@@ -180,6 +182,11 @@ class NashMTL(GradientWeighting):
     >>> [round(float(x), 4) for x in keras.ops.convert_to_numpy(combined)]
     [1.0, 1.0]
     """
+
+    registry_name = "nash_mtl"
+    aliases = ("nash",)
+    paper = "Navon et al., ICML 2022"
+    search_space = {"update_every": Choice((1, 5, 25))}
 
     def __init__(self, mode="params", update_every=1, max_iterations=20, max_norm=0.0, **kwargs):
         super().__init__(mode=mode, **kwargs)
@@ -213,10 +220,10 @@ class NashMTL(GradientWeighting):
         clipped = self.max_norm / ops.maximum(norm, self.max_norm)
         return alpha * ops.where(norm > self.max_norm, clipped, 1.0)
 
-    def reuse_plan(self, losses):
+    def reuse_plan(self, losses, counts=None):
         if self.update_every == 1:
             return None
-        labelled = self.labelled(self.stack(losses))
+        labelled = self.labelled(counts)
         stored = ops.convert_to_tensor(self.nash_alpha)
         # Solving on at least the steps `gram_weights` would solve on (it
         # also leaves out tasks with infinite Gram entries), so skipping

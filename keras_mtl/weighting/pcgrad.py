@@ -38,6 +38,7 @@ from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import random_task_orders
 from keras_mtl.weighting.base import check_seed
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
 
 
 def projection_coefficients(gram, active, order):
@@ -60,7 +61,7 @@ def projection_coefficients(gram, active, order):
     return coefficients
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class PCGrad(GradientWeighting):
     """Gradient surgery: conflicting components are projected away.
 
@@ -87,6 +88,9 @@ class PCGrad(GradientWeighting):
     >>> [round(float(c), 3) for c in combined]
     [0.5, 1.0]
     """
+
+    registry_name = "pcgrad"
+    paper = "Yu et al., NeurIPS 2020"
 
     supported_modes = ("params", "representation")
 

@@ -9,7 +9,7 @@ default distribution:
     eps ~ N(0, I_T)        w = softmax(eps)        L = sum_t w_t * L_t
 
 so the weights sum to 1, as in the paper. Tasks with no label in the batch
-(loss 0) are left out: the softmax runs over the labelled tasks only and
+(`counts` 0) are left out: the softmax runs over the labelled tasks only and
 the others get weight 0.
 
 Outside training (`evaluate`, validation) the weights are the expectation of
@@ -25,9 +25,10 @@ from keras import ops
 
 from keras_mtl.weighting.base import Weighting
 from keras_mtl.weighting.base import check_seed
+from keras_mtl.weighting.registry import register
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class RandomLossWeighting(Weighting):
     """Weights tasks by the softmax of standard normal draws, each step.
 
@@ -44,15 +45,18 @@ class RandomLossWeighting(Weighting):
     (1.0, 0.0)
     """
 
+    registry_name = "random_loss_weighting"
+    aliases = ("rlw",)
+    paper = "Lin et al., TMLR 2022"
+
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         check_seed(seed)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 
-    def call(self, losses, training=False):
-        vector = self.stack(losses)
-        present = ops.cast(self.labelled(vector), "float32")
+    def call(self, losses, counts=None, training=False):
+        present = ops.cast(self.labelled(counts), "float32")
         if training:
             noise = keras.random.normal((len(self.task_names),), seed=self.seed_generator)
             scores = ops.exp(noise - ops.max(noise)) * present

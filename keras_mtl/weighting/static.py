@@ -15,9 +15,11 @@ from keras import ops
 
 from keras_mtl.weighting.base import Weighting
 from keras_mtl.weighting.base import check_number
+from keras_mtl.weighting.registry import register
+from keras_mtl.weighting.space import Float, PerTask
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class Static(Weighting):
     """Weights each task's loss by a fixed (but schedulable) weight.
 
@@ -38,6 +40,10 @@ class Static(Weighting):
     >>> weighting.task_weights()
     {'a': 2.0, 'b': 1.0}
     """
+
+    registry_name = "static"
+    paper = "fixed weights, schedulable (Keras' `loss_weights`)"
+    search_space = {"weights": PerTask(Float(0.1, 10.0, sampling="log"), key="weight_{task}")}
 
     def __init__(self, weights=None, **kwargs):
         super().__init__(**kwargs)
@@ -85,7 +91,7 @@ class Static(Weighting):
             current[name] = check_number(f"weights[{name!r}]", value, minimum=0.0)
         self.weights_variable.assign([current[n] for n in self.task_names])
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         return self.weighted_sum(losses, ops.convert_to_tensor(self.weights_variable))
 
     def get_config(self):

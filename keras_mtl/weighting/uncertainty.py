@@ -19,7 +19,7 @@ regression form, so the default (`task_kinds=None`) is the uniform form
 weight of a task is its loss coefficient: `0.5 exp(-s_t)` (regression) or
 `exp(-s_t)` (classification).
 
-A task with no label in a batch (loss 0) is left out of that step: neither
+A task with no label in a batch (`counts` 0) is left out of that step: neither
 its term nor its regulariser `0.5 s_t` is added, so `s_t` does not drift
 while the task is unlabelled.
 """
@@ -29,11 +29,12 @@ from keras import ops
 
 from keras_mtl.weighting.base import Weighting
 from keras_mtl.weighting.base import check_number
+from keras_mtl.weighting.registry import register
 
 _FACTORS = {"regression": 0.5, "classification": 1.0}
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class Uncertainty(Weighting):
     """Weights tasks by learned homoscedastic uncertainty (Kendall et al. 2018).
 
@@ -55,6 +56,10 @@ class Uncertainty(Weighting):
     {'a': 0.5, 'b': 1.0}
     """
 
+    registry_name = "uncertainty"
+    aliases = ("uw",)
+    paper = "Kendall, Gal & Cipolla, CVPR 2018"
+
     def __init__(self, task_kinds=None, initial_log_variance=0.0, **kwargs):
         super().__init__(**kwargs)
         if task_kinds is not None:
@@ -70,6 +75,14 @@ class Uncertainty(Weighting):
         self.task_kinds = task_kinds
         self.initial_log_variance = check_number("initial_log_variance", initial_log_variance)
 
+    @classmethod
+    def arguments_from_tasks(cls, tasks):
+        # Kendall et al.'s two forms: softmax/sigmoid heads are classification.
+        return {"task_kinds": {
+            t.name: "classification" if t.activation in ("sigmoid", "softmax") else "regression"
+            for t in tasks
+        }}
+
     def build(self, losses_shape):
         super().build(losses_shape)
         kinds = self.task_kinds or {}
@@ -84,11 +97,11 @@ class Uncertainty(Weighting):
             trainable=True,
         )
 
-    def call(self, losses, training=False):
+    def call(self, losses, counts=None, training=False):
         vector = self.stack(losses)
         s = ops.convert_to_tensor(self.log_variances)
         weights = self._factors * ops.exp(-s)
-        terms = ops.where(self.labelled(vector), weights * vector + 0.5 * s, 0.0)
+        terms = ops.where(self.labelled(counts), weights * vector + 0.5 * s, 0.0)
         return ops.sum(terms), self.unstack(weights)
 
     def get_config(self):

@@ -52,6 +52,7 @@ from keras import ops
 from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.registry import register
 
 #: float32's smallest normal number (see the module docstring).
 _TINY = 1.1754944e-38
@@ -106,7 +107,7 @@ def dual_cone_weights(gram, active, regularization, iterations):
     return (lower + x) * mask[:, None]
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+@register
 class UPGrad(GradientWeighting):
     """UPGrad (Quinton & Rey 2024): the mean of the task gradients, each
     projected onto the dual cone of all of them.
@@ -133,6 +134,9 @@ class UPGrad(GradientWeighting):
     >>> [round(float(x), 3) for x in keras.ops.convert_to_numpy(combined)]  # conflicts with neither
     [0.25, 0.75]
     """
+
+    registry_name = "upgrad"
+    paper = "Quinton & Rey, 2024 (torchjd)"
 
     def __init__(self, mode="params", regularization=1e-4, max_iterations=None, **kwargs):
         super().__init__(mode=mode, **kwargs)

@@ -9,7 +9,7 @@ from keras_mtl import tasks as tasks_lib
 from keras_mtl.backbones import _graph
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
-from keras_mtl.model import MultiTaskModel
+from keras_mtl.models.multi_task_model import MultiTaskModel
 
 
 def build_model(

@@ -1,0 +1,503 @@
+"""`MultiTaskModel`: one shared trunk, one head per task, one `model.fit`.
+
+The model is a Functional `keras.Model` (raw input, then `ImagePreprocessing`,
+then the trunk, then the heads) whose outputs are a dict keyed by task name.
+It knows where the shared part ends: `representation(x)` gives the trunk's
+output `z`, and `heads[name](z)` one task's prediction, which is the boundary
+gradient-level weighting methods work at. A trunk may also give each task
+its own representation `{task: z_t}` (`keras_mtl.models.trunk`); there is no
+single shared `z` then, so gradient-level methods run in `mode="params"`.
+
+What it adds to a plain multi-output Keras model lives in `compile()` and
+the training step (`keras_mtl.training`); `fit`, `evaluate`, `predict`,
+callbacks and `.keras` saving are stock Keras:
+
+- losses and metrics come from the tasks (`"auto"`); History shows each
+  task's loss and metrics (`age_loss`, `age_mae`, `val_gender_accuracy`);
+- a missing label (see `keras_mtl.tasks`) or a per-task sample weight of 0
+  adds no loss and no metric update. A task's loss is the sum of its weighted
+  per-example losses over the number of labelled examples (pixels for dense
+  tasks), so with every label present it equals Keras' own
+  `"sum_over_batch_size"` reduction; a batch with no label for a task gives
+  it a loss of 0 and a labelled count of 0, and the count (never the loss's
+  value) is what tells the weighting the task is absent;
+- the per-task losses are combined by `loss_weights` (a fixed weighted sum,
+  as Keras does) or by a `weighting=` method from `keras_mtl.weighting`;
+- a non-finite training step (a task's loss, the total or a gradient) stops
+  `fit` with a `FloatingPointError` naming the epoch, the step and the
+  tasks, before any later callback sees that step, so no checkpoint is
+  written from broken weights (`compile(stop_on_nonfinite=False)` turns it
+  off). NaN *labels* are not errors: they mark missing labels.
+
+`compile()` may be called any number of times: each call replaces the last
+one's losses, metrics and weighting whole (`keras_mtl.models.compiled`).
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mtl import _keras_compat
+from keras_mtl import optimizers as optimizers_lib
+from keras_mtl import tasks as tasks_lib
+from keras_mtl import training as training_lib
+from keras_mtl.data import SourceValidation
+from keras_mtl.heads import build_head
+from keras_mtl.models import trunk as trunk_lib
+from keras_mtl.models.compiled import Compiled
+from keras_mtl.models.targets import prepare
+from keras_mtl.preprocessing import ImagePreprocessing
+from keras_mtl.training.callbacks import StopOnNonFinite
+from keras_mtl.training.callbacks import WeightingEpochs
+
+#: Keys of the model's own store that hold its weighting's state (saved with
+#: the model's variables so that a model loading weights before `compile`
+#: keeps the state for the `compile` that follows).
+_METHOD_KEY = "weighting_method"
+_STATE_KEY = "weighting_{}"
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
+    """A hard-parameter-sharing multi-task model (a "HydraNet").
+
+    Most users build it with `keras_mtl.build_model`, which also resolves
+    backbone names and weights; the constructor takes a ready trunk.
+
+    Args:
+        trunk: The shared `keras.Model`, from preprocessed images to a feature
+            map `(batch, h, w, c)` or a vector `(batch, features)`.
+        tasks: List of `keras_mtl.tasks.Task`, one head each.
+        input_shape: `(height, width, channels)` of the raw images. Defaults
+            to the trunk's input shape.
+        preprocessing: `ImagePreprocessing` mode put before the trunk.
+        head_units: Widths of the hidden layers of each head.
+        dropout: Dropout rate in the heads.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Example:
+
+    >>> import keras_mtl
+    >>> trunk = keras.Sequential([keras.Input((16, 16, 3)),
+    ...                           keras.layers.Conv2D(4, 3, strides=2)])
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     trunk, [keras_mtl.tasks.Regression("size"),
+    ...             keras_mtl.tasks.BinaryClassification("big")],
+    ...     head_units=(8,))
+    >>> sorted(model.output_names)
+    ['big', 'size']
+    """
+
+    def __init__(
+        self,
+        trunk,
+        tasks,
+        input_shape=None,
+        preprocessing="none",
+        head_units=(256,),
+        dropout=0.0,
+        **kwargs,
+    ):
+        tasks = tasks_lib.check_tasks(tasks)
+        if input_shape is None:
+            input_shape = tuple(trunk.inputs[0].shape[1:])
+        input_shape = tuple(input_shape)
+        head_units = _check_units(head_units)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(
+                "Invalid value received for argument `dropout`. Expected a "
+                f"float in [0, 1). Received: dropout={dropout!r}"
+            )
+        if any(t.attach_at for t in tasks) and not isinstance(trunk_lib.trunk_output(trunk), dict):
+            trunk = trunk_lib.branched_trunk(trunk, tasks)
+        feature_shapes = trunk_lib.feature_shapes(trunk, tasks)
+        for t in tasks:
+            if t.kind == "dense" and len(feature_shapes[t.name]) != 3:
+                raise ValueError(
+                    "Invalid value received for argument `backbone`. Dense task "
+                    f"{t.name!r} needs a backbone that exposes a feature map "
+                    f"(batch, height, width, channels); {trunk.name!r} gives it "
+                    f"(batch, {', '.join(map(str, feature_shapes[t.name]))})."
+                )
+
+        # === Layers ===
+        preprocess = ImagePreprocessing(preprocessing, name="preprocessing")
+        heads = {
+            t.name: build_head(t, feature_shapes[t.name], input_shape, head_units, dropout)
+            for t in tasks
+        }
+
+        # === Functional Model ===
+        # The trunk's dtype: float images, or token ids / strings for text.
+        images = keras.Input(shape=input_shape, dtype=trunk.inputs[0].dtype, name="image")
+        representation = trunk(preprocess(images))
+        outputs = {
+            name: head(trunk_lib.head_input(representation, name))
+            for name, head in heads.items()
+        }
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.trunk = trunk
+        self.preprocess = preprocess
+        self.heads = heads
+        self.tasks = tasks
+        self.image_shape = input_shape
+        self.preprocessing = preprocessing
+        self.head_units = head_units
+        self.dropout = dropout
+        # What the last `compile` made (a plain object: Keras tracks none of
+        # it, so a new compile replaces it whole), and a weighting state
+        # loaded before any compile.
+        self._compiled_state = None
+        self._pending_weighting_state = None
+
+    # --- the shared boundary ------------------------------------------------
+    @property
+    def task_names(self):
+        return [t.name for t in self.tasks]
+
+    @property
+    def shares_representation(self):
+        """Whether all heads read one `z` (False for per-task trunks)."""
+        return not isinstance(trunk_lib.trunk_output(self.trunk), dict)
+
+    def representation(self, images, training=False):
+        """The shared representation `z` (the trunk's output): a tensor, or
+        `{task: z_t}` for a trunk with per-task representations."""
+        return self.trunk(self.preprocess(images), training=training)
+
+    def head_input(self, z, name):
+        """What head `name` reads from the representation `z`."""
+        return trunk_lib.head_input(z, name)
+
+    def shared_variables(self):
+        """Trainable variables of the shared trunk."""
+        return self.trunk.trainable_variables
+
+    # --- compile ----------------------------------------------------------------
+    @property
+    def weighting(self):
+        """The `keras_mtl.weighting.Weighting` of the last `compile`, or None."""
+        state = self._compiled_state
+        return state.weighting if state is not None else None
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        loss_weights=None,
+        weighting=None,
+        stop_on_nonfinite=True,
+        **kwargs,
+    ):
+        """Configures the model for training; may be called any number of times.
+
+        Each call replaces what the previous one made: its weighting (with
+        its state), its metrics and its loss trackers are gone from
+        `model.metrics`, `model.variables` and saved files.
+
+        Args:
+            optimizer: A Keras optimizer or its name; `"auto"` is Adam with
+                learning rate 1e-3.
+            loss: `"auto"` (each task's own loss) or a dict `{task: loss}`
+                overriding some of them.
+            metrics: `"auto"` (each task's metrics) or a dict
+                `{task: [metrics]}` replacing some of them.
+            loss_weights: Optional dict `{task: float}` of fixed weights
+                (default 1 each), as in Keras. Not combinable with `weighting`.
+            weighting: A `keras_mtl.weighting.Weighting` (or its registered
+                name) that combines the per-task losses; its task weights
+                are reported as `weight_<task>` metrics. An instance belongs
+                to the first model compiled with it.
+            stop_on_nonfinite: Whether `fit` stops with a `FloatingPointError`
+                at the first step whose losses or gradients are not finite
+                (see the module docstring).
+            **kwargs: Other `keras.Model.compile` arguments (`run_eagerly`,
+                `jit_compile`, `steps_per_execution`, ...).
+        """
+        if "weighted_metrics" in kwargs:
+            raise ValueError(
+                "`weighted_metrics` is not supported: task metrics always use "
+                "the per-task sample weights and missing-label masks. Pass "
+                f"`metrics=` instead. Received: weighted_metrics={kwargs['weighted_metrics']!r}"
+            )
+        config = dict(
+            optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=loss_weights,
+            weighting=weighting, stop_on_nonfinite=stop_on_nonfinite, **kwargs,
+        )
+        state = Compiled.resolve(
+            self, loss, metrics, loss_weights, weighting, stop_on_nonfinite, config
+        )
+        super().compile(
+            optimizer=keras.optimizers.Adam() if optimizer == "auto" else optimizer,
+            **kwargs,
+        )
+        self._compiled_state = state
+        self._restore_pending_weighting_state()
+        # `LearningRateMultipliers` keys name this model's trunk, heads and
+        # layers (also when `load_model` compiles it again).
+        optimizers_lib.bind(self.optimizer, self)
+
+    def get_compile_config(self):
+        if not self.compiled or self._compiled_state is None:
+            return {}
+        return keras.saving.serialize_keras_object(self._compiled_state.config)
+
+    def compile_from_config(self, config):
+        """Compiles from `get_compile_config()` (used by `load_model`)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        return super().metrics + self.task_metrics()
+
+    def task_metrics(self):
+        """The metrics of the last `compile`, each once: every task's loss
+        tracker and metrics, then the task-weights tracker."""
+        state = self._compiled_state
+        return state.all_metrics() if state is not None else []
+
+    # The weighting's variables (learned log-variances, loss histories, seed
+    # states) are the model's: `fit` trains and updates them, checkpoints
+    # and `.keras` files hold them.
+    @property
+    def weights(self):
+        return _unique(super().weights + (self.weighting.weights if self.weighting else []))
+
+    @property
+    def variables(self):
+        return _unique(super().variables + (self.weighting.variables if self.weighting else []))
+
+    # --- fit ----------------------------------------------------------------------
+    def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
+        callbacks, validation_data = self.fit_callbacks(callbacks, validation_data, kwargs)
+        return super().fit(
+            *args, callbacks=callbacks, validation_data=validation_data, **kwargs
+        )
+
+    def fit_callbacks(self, callbacks, validation_data, fit_kwargs):
+        """The callbacks `fit` puts before the user's, and the validation
+        data left for Keras (`fit_kwargs` loses `validation_freq` when the
+        sources are validated here)."""
+        callbacks = list(callbacks or [])
+        if isinstance(validation_data, dict):
+            # {source: dataset}: evaluated source by source at epoch end
+            # (`val_<source>_<task>_<metric>`), before any callback that may
+            # monitor those keys, as Keras' own validation is.
+            callbacks.insert(0, SourceValidation(
+                validation_data, frequency=fit_kwargs.pop("validation_freq", 1)))
+            validation_data = None
+        if self.weighting is not None:
+            # First, so that checkpoints written at epoch end see its update.
+            callbacks.insert(0, WeightingEpochs(self.weighting))
+        if self._compiled_state is not None and self._compiled_state.stop_on_nonfinite:
+            # Before every other callback: a checkpoint must never see the
+            # weights of a non-finite step.
+            callbacks.insert(0, StopOnNonFinite(self.task_names, self.weighting))
+        return callbacks, validation_data
+
+    def train_step(self, *args):
+        # JAX's trainer passes (state, data); TensorFlow and torch pass (data,).
+        return training_lib.train_step(self, *args)
+
+    def test_step(self, *args):
+        return training_lib.test_step(self, *args)
+
+    # --- losses and metrics ------------------------------------------------
+    def prepare_targets(self, y, sample_weight=None):
+        """`{task: Targets}` of a batch (`keras_mtl.models.targets`)."""
+        return prepare(self.tasks, y, sample_weight, self.image_shape)
+
+    def task_loss_terms(self, targets, y_pred):
+        """Per-task `(sums, counts)`: the summed weighted losses of the
+        labelled examples (pixels) and how many there are, before the
+        division. `targets` is `prepare_targets(y, sample_weight)`."""
+        self._check_compiled()
+        sums, counts = {}, {}
+        for name in self.task_names:
+            labels, keep, weights = targets[name]
+            values = self._compiled_state.loss_fns[name](labels, y_pred[name])
+            values = ops.cast(values, "float32")
+            sums[name] = ops.sum(ops.where(keep, values * weights, 0.0))
+            counts[name] = ops.sum(ops.cast(keep, "float32"))
+        return sums, counts
+
+    def task_losses(self, y, y_pred, sample_weight=None):
+        """Per-task losses `{task: scalar}`, missing labels masked."""
+        sums, counts = self.task_loss_terms(self.prepare_targets(y, sample_weight), y_pred)
+        return {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
+
+    def combine_losses(self, losses, counts=None, training=False):
+        """Combines per-task losses into `(total, {task: weight})`, given the
+        numbers of labelled examples `counts` (`None`: all labelled)."""
+        self._check_compiled()
+        if self.weighting is not None:
+            return self.weighting(losses, counts, training=training)
+        weights = self._compiled_state.loss_weights
+        total = ops.sum(ops.stack([weights[n] * losses[n] for n in self.task_names]))
+        return total, weights
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """The loss of one batch: the combined task losses plus the
+        regularisation losses (the value the training step minimises)."""
+        sums, counts = self.task_loss_terms(self.prepare_targets(y, sample_weight), y_pred)
+        losses = {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
+        total, _ = self.combine_losses(losses, counts, training=training)
+        return total + training_lib.extra_loss(self.losses)
+
+    def track_losses(self, losses, weights, counts):
+        """Updates the `<task>_loss` and `weight_<task>` metrics.
+
+        Each task's loss is weighted by its number of labelled examples
+        (pixels), so `<task>_loss` is the mean over the epoch's labelled
+        examples: batches without a label for the task (other sources'
+        batches under `keras_mtl.data.interleave`) do not pull it to 0.
+        """
+        state = self._compiled_state
+        for name in self.task_names:
+            state.loss_trackers[name].update_state(losses[name], sample_weight=counts[name])
+        if state.weight_tracker is not None:
+            state.weight_tracker.update_state(ops.stack([weights[n] for n in self.task_names]))
+
+    def update_metrics(self, targets, y_pred):
+        """Updates every task's metrics; returns the logs."""
+        for name in self.task_names:
+            labels, _, weights = targets[name]
+            for metric in self._compiled_state.metrics[name]:
+                metric.update_state(labels, y_pred[name], sample_weight=weights)
+        return self.get_metrics_result()
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self._check_compiled()
+        return self.update_metrics(self.prepare_targets(y, sample_weight), y_pred)
+
+    def _check_compiled(self):
+        if self._compiled_state is None:
+            raise ValueError(
+                f"Model {self.name!r} is not compiled: call `model.compile()` "
+                "first (it sets the task losses and metrics)."
+            )
+
+    # --- saving -------------------------------------------------------------------
+    # Keras saves layer weights but not `SeedGenerator` states (a dropout
+    # layer's), nor does it know the weighting (not a tracked layer). The
+    # model saves both with its own variables, so that a run resumed by
+    # `BackupAndRestore` or from a `.keras` file draws the same dropout masks
+    # and continues the same weighting state as the run it continues.
+    def _seed_states(self):
+        # `variables` is `weights` plus the layers' seed states.
+        weights = {id(v) for v in super().weights}
+        return [v for v in super().variables if id(v) not in weights]
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for i, state in enumerate(self._seed_states()):
+            store[f"seed_{i}"] = state
+        if self.weighting is not None:
+            method = self.weighting.registry_name or type(self.weighting).__name__
+            arrays = self.weighting.state_arrays()
+        elif self._pending_weighting_state is not None:
+            method, arrays = self._pending_weighting_state
+        else:
+            return
+        store[_METHOD_KEY] = np.frombuffer(method.encode("utf-8"), np.uint8)
+        for i, array in enumerate(arrays):
+            store[_STATE_KEY.format(i)] = array
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        states = self._seed_states()
+        seeds = sorted(k for k in keys if k.startswith("seed_"))
+        if len(seeds) != len(states):
+            raise ValueError(
+                f"Model {self.name!r} has {len(states)} random-state variables "
+                f"(dropout seeds) but the file holds {len(seeds)}: it was saved "
+                "from a model with other layers."
+            )
+        state_keys = [_STATE_KEY.format(i) for i in range(len(keys))]
+        state_keys = [k for k in state_keys if k in keys]
+        own = [k for k in keys if k not in seeds and k not in state_keys and k != _METHOD_KEY]
+        super().load_own_variables({k: store[k] for k in own})
+        for i, state in enumerate(states):
+            state.assign(store[f"seed_{i}"])
+        if _METHOD_KEY in keys:
+            method = bytes(np.asarray(store[_METHOD_KEY], np.uint8)).decode("utf-8")
+            self._pending_weighting_state = (method, [np.asarray(store[k]) for k in state_keys])
+            if self.weighting is not None:
+                self._restore_pending_weighting_state()
+
+    def _restore_pending_weighting_state(self):
+        """Gives the weighting the state loaded for it (see `load_weights`)."""
+        pending, self._pending_weighting_state = self._pending_weighting_state, None
+        weighting = self.weighting
+        if pending is None or weighting is None:
+            self._pending_weighting_state = pending
+            return
+        method, arrays = pending
+        mine = weighting.registry_name or type(weighting).__name__
+        if method != mine:
+            raise ValueError(
+                f"The weights loaded into model {self.name!r} hold the state of the "
+                f"weighting {method!r}, but the model is compiled with {mine!r}. "
+                f"Compile with weighting={method!r} before loading to resume it, "
+                "or load the weights into a model compiled without a weighting "
+                "and compile with the new method afterwards."
+            )
+        weighting.load_state(arrays)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "trunk": keras.saving.serialize_keras_object(self.trunk),
+            "tasks": [keras.saving.serialize_keras_object(t) for t in self.tasks],
+            "input_shape": list(self.image_shape),
+            "preprocessing": self.preprocessing,
+            "head_units": list(self.head_units),
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["trunk"] = keras.saving.deserialize_keras_object(
+            config["trunk"], custom_objects=custom_objects
+        )
+        config["tasks"] = [
+            keras.saving.deserialize_keras_object(t, custom_objects=custom_objects)
+            for t in config["tasks"]
+        ]
+        return cls(**config)
+
+
+def _unique(variables):
+    seen, unique = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            unique.append(v)
+    return unique
+
+
+def _check_units(units):
+    if isinstance(units, int) and not isinstance(units, bool):
+        units = (units,)
+    try:
+        units = tuple(units)
+    except TypeError:
+        units = None
+    if units is None or not all(
+        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
+    ):
+        raise ValueError(
+            "Invalid value received for argument `head_units`. Expected a tuple "
+            f"of positive integers. Received: head_units={units!r}"
+        )
+    return units

@@ -1,0 +1,307 @@
+"""One training step for every weighting method, on every backend.
+
+`train_step(model, data, engine)` is the only step: the backend modules
+(`tensorflow.py`, `jax.py`) supply the primitives (`engine`: gradients, a
+kept forward pass, a conditional with state, the cross-replica sum, the
+update) and call it from Keras' trainer.
+
+1. The labels are prepared once (`model.prepare_targets`): per task, the
+   labels, the mask of labelled examples and the sample weights.
+2. Per-task losses, one normalisation everywhere: task t's loss on a replica
+   is its summed weighted loss over the *global* count of labelled examples
+   (the count summed over replicas), so the replicas' losses add up to the
+   global masked mean and the replicas' gradients to its gradient.
+3. Loss-level weighting (and `loss_weights`): one backward pass of the
+   weighting's total. On several replicas the weighting sees the global
+   losses `L` (the same on every replica: the same weights and state
+   updates everywhere) through `L~ = stop(L) + N (l - stop(l))`, `l` the
+   replica's share; `total / N` then gives each replica the share of the
+   gradient of `W(L)` that makes the sum over replicas exact, for any `W`.
+4. Gradient-level weighting: one forward pass through the trunk, kept
+   (`engine.vjp`); one backward pass of `Σ_t L_t` through the heads, each
+   head reading its own copy of `z`, gives every `∂L_t/∂z` and the heads'
+   gradients; then, by the method's mode,
+   - `"representation"`: the method combines the `(T, batch, ...)`
+     gradients at `z` into one, back-propagated once through the trunk;
+   - `"params"`: one backward pass through the trunk per task gives the
+     `(T, P)` matrix of exact gradients of the shared variables, summed over
+     replicas, which the method combines. A method that solves for its
+     weights only on some steps (`reuse_plan`: Nash-MTL's `update_every`)
+     gets, on the others, one backward pass of its stored combination.
+5. The update is applied; a step whose task losses, total or gradients are
+   not all finite logs `loss` as NaN (`StopOnNonFinite` then stops `fit`
+   before any later callback sees it).
+"""
+
+import keras
+from keras import ops
+
+
+def extra_loss(losses):
+    """The sum of the regularisation / `add_loss` losses (float32)."""
+    total = ops.zeros((), "float32")
+    for loss in losses:
+        total = total + ops.cast(ops.sum(loss), "float32")
+    return total
+
+
+def train_step(model, data, engine):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    targets = model.prepare_targets(y, sample_weight)
+    weighting = model.weighting
+    if weighting is not None and weighting.level == "gradient":
+        out = _gradient_level(model, x, targets, engine)
+    else:
+        out = _loss_level(model, x, targets, engine)
+    variables = model.trainable_variables
+    grads = [out.grads.get(id(v), None) for v in variables]
+    grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    finite = _finite([out.total, *out.losses.values()])
+    # Under a `LossScaleOptimizer` (mixed_float16) non-finite gradients are
+    # expected now and then: it skips those steps and lowers the scale.
+    if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        finite = ops.logical_and(finite, _finite(grads))
+    engine.apply(model.optimizer, grads, variables)
+    return _log(model, x, targets, out, finite, engine)
+
+
+def test_step(model, data, engine):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    targets = model.prepare_targets(y, sample_weight)
+    y_pred = model(x, training=False)
+    losses, counts = _task_losses(model, targets, y_pred, engine)
+    losses = {n: engine.cross_replica_sum(v) for n, v in losses.items()}
+    total, weights = model.combine_losses(losses, counts, training=False)
+    out = _Step(total + extra_loss(model.losses), losses, counts, weights, y_pred, None)
+    return _log(model, x, targets, out, _finite([out.total]), engine)
+
+
+class _Step:
+    """What a step computed: the total loss (as logged), the global task
+    losses and labelled counts, the task weights, the predictions and the
+    gradients (`{id(variable): gradient}`)."""
+
+    def __init__(self, total, losses, counts, weights, y_pred, grads):
+        self.total, self.losses, self.counts = total, losses, counts
+        self.weights, self.y_pred, self.grads = weights, y_pred, grads
+
+
+def _task_losses(model, targets, y_pred, engine):
+    """Per-task `(losses, counts)`: this replica's share of each task's
+    global masked mean loss, and the global labelled counts."""
+    sums, counts = model.task_loss_terms(targets, y_pred)
+    if engine.replicas > 1:
+        names = model.task_names
+        vector = engine.cross_replica_sum(ops.stack([counts[n] for n in names]))
+        counts = {n: vector[i] for i, n in enumerate(names)}
+    return {n: ops.divide_no_nan(sums[n], counts[n]) for n in sums}, counts
+
+
+def _finite(values):
+    """A scalar boolean: every value finite. `sum(v * 0)` is 0 for finite
+    values and NaN otherwise (inf * 0), and cannot overflow. A sparse
+    gradient (TF's `IndexedSlices`, of an embedding) is checked by its
+    values."""
+    zero = ops.zeros((), "float32")
+    for value in values:
+        value = value.values if hasattr(value, "indices") else value
+        zero = zero + ops.cast(ops.sum(value * 0), "float32")
+    return ops.isfinite(zero)
+
+
+def _log(model, x, targets, out, finite, engine):
+    """Updates the trackers and metrics; the logs of the step."""
+    from keras_mtl import _keras_compat
+
+    total = ops.where(finite, ops.cast(out.total, "float32"), float("nan"))
+    batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
+    _keras_compat.loss_tracker(model).update_state(total, sample_weight=batch_size)
+    # Each replica weights the global losses by its own labelled counts: the
+    # trackers' sums over replicas then give the global means.
+    model.track_losses(out.losses, out.weights, out.counts)
+    return model.update_metrics(targets, out.y_pred)
+
+
+# --- loss level ---------------------------------------------------------------
+def _loss_level(model, x, targets, engine):
+    variables = model.trainable_variables
+
+    def loss(*_):
+        y_pred = model(x, training=True)
+        losses, counts = _task_losses(model, targets, y_pred, engine)
+        total, weights, global_losses = _combine_global(model, losses, counts, engine)
+        extra = extra_loss(model.losses)
+        total = total + extra / engine.replicas
+        logged = total * engine.replicas if engine.replicas > 1 else total
+        return model.optimizer.scale_loss(total), (logged, global_losses, counts, weights, y_pred)
+
+    (_, (total, losses, counts, weights, y_pred)), (_, grads) = engine.value_and_grad(
+        loss, variables
+    )
+    return _Step(total, losses, counts, weights, y_pred, _by_id(variables, grads))
+
+
+def _combine_global(model, losses, counts, engine):
+    """`(this replica's total, weights, global losses)` (module docstring, 3)."""
+    if engine.replicas == 1:
+        total, weights = model.combine_losses(losses, counts, training=True)
+        return total, weights, losses
+    replicas = engine.replicas
+    global_losses = {n: engine.cross_replica_sum(ops.stop_gradient(v)) for n, v in losses.items()}
+    surrogate = {
+        n: global_losses[n] + replicas * (v - ops.stop_gradient(v)) for n, v in losses.items()
+    }
+    total, weights = model.combine_losses(surrogate, counts, training=True)
+    return total / replicas, weights, global_losses
+
+
+# --- gradient level -------------------------------------------------------------
+def _gradient_level(model, x, targets, engine):
+    weighting = model.weighting
+    names = model.task_names
+    trunk_variables = model.trunk.trainable_variables
+    head_variables = [v for n in names for v in model.heads[n].trainable_variables]
+    shared = model.shares_representation
+
+    # 1. The trunk, once; its backward passes come later. Its outputs: `z`
+    #    (or each `z_t`), then its own regularisation losses.
+    def trunk():
+        z = model.representation(x, training=True)
+        representations = [z] if shared else [model.head_input(z, n) for n in names]
+        return representations + [extra_loss(model.trunk.losses)], z
+
+    outputs, z, trunk_back = engine.vjp(trunk, trunk_variables)
+    representations = outputs[:-1]
+
+    # 2. The heads: one backward pass of Σ_t L_t, each head on its own copy.
+    def heads(*copies):
+        y_pred = {n: model.heads[n](c, training=True) for n, c in zip(names, copies)}
+        losses, counts = _task_losses(model, targets, y_pred, engine)
+        extra = extra_loss([l for n in names for l in model.heads[n].losses])
+        total = ops.sum(ops.stack([losses[n] for n in names])) + extra / engine.replicas
+        return total, (losses, counts, y_pred, extra)
+
+    inputs = [representations[0] if shared else r for r in representations]
+    inputs = inputs * len(names) if shared else inputs
+    (_, (losses, counts, y_pred, head_extra)), (rep_grads, head_grads) = engine.value_and_grad(
+        heads, head_variables, tensors=inputs
+    )
+    global_losses = {n: engine.cross_replica_sum(v) for n, v in losses.items()}
+
+    # 3. The shared part's gradient, by mode.
+    if weighting.mode == "representation":
+        sum_ = engine.cross_replica_sum if engine.replicas > 1 else None
+        combined, weights = weighting.combine(
+            ops.stack(rep_grads), global_losses, counts, training=True,
+            cross_replica_sum=sum_, activations=z,
+        )
+        trunk_grads = trunk_back([combined, _one_if(model.trunk.losses)])
+    else:
+        combined, weights = _params_combine(
+            weighting, trunk_back, rep_grads, global_losses, counts, trunk_variables,
+            shared, engine,
+        )
+        # The optimizer sums gradients over replicas; this one is global.
+        trunk_grads = _unflatten(combined / engine.replicas, trunk_variables)
+        if model.trunk.losses:
+            extra = trunk_back([None] * len(representations) + [ops.ones(())])
+            trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
+
+    total = ops.sum(weights * weighting.stack(global_losses))
+    total = total + engine.cross_replica_sum(outputs[-1] / engine.replicas + head_extra)
+    grads = _by_id(trunk_variables, trunk_grads)
+    grads.update(_by_id(head_variables, head_grads))
+    return _Step(total, global_losses, counts, weighting.unstack(weights), y_pred, grads)
+
+
+def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables, shared, engine):
+    """Params mode: `(combined, weights)`, the combined global gradient of
+    the trunk's variables (flat) and the task weights."""
+    num_tasks = len(rep_grads)
+
+    def task_gradient(t, cotangent):
+        cotangents = [None] * (1 if shared else num_tasks) + [None]
+        cotangents[0 if shared else t] = cotangent
+        return _flatten(trunk_back(cotangents))
+
+    plan = weighting.reuse_plan(losses, counts)
+    if plan is None:
+        grads = ops.stack([task_gradient(t, g) for t, g in enumerate(rep_grads)])
+        return weighting.combine(engine.cross_replica_sum(grads), losses, counts, training=True)
+
+    solve, stored = plan
+    # One backward pass outside the conditional: task 0's gradient on
+    # solving steps, the stored combination `Σ_t w_t ∂L_t/∂z` on the others
+    # (per-task trunks: one pass from every `z_t` at once).
+    if shared:
+        first = task_gradient(0, ops.where(
+            solve, rep_grads[0], sum(stored[t] * g for t, g in enumerate(rep_grads))))
+    else:
+        first = _flatten(trunk_back([
+            ops.where(solve, g if t == 0 else ops.zeros_like(g), stored[t] * g)
+            for t, g in enumerate(rep_grads)
+        ] + [None]))
+
+    def all_tasks():
+        return ops.stack([first] + [task_gradient(t, g) for t, g in enumerate(rep_grads) if t])
+
+    def combination_only():
+        return ops.concatenate([first[None], ops.zeros((num_tasks - 1, first.shape[0]))])
+
+    grads = engine.cross_replica_sum(engine.cond(solve, all_tasks, combination_only))
+    return engine.cond(
+        solve,
+        lambda: weighting.combine(grads, losses, counts, training=True),
+        lambda: weighting.reuse(grads[0], stored),
+        variables=weighting.variables,
+    )
+
+
+def _one_if(losses):
+    """The cotangent of the trunk's regularisation loss: 1 if it has any."""
+    return ops.ones(()) if losses else None
+
+
+def _by_id(variables, grads):
+    return {id(v): g for v, g in zip(variables, grads)}
+
+
+def _flatten(tensors):
+    return ops.concatenate([ops.reshape(t, (-1,)) for t in tensors], axis=0)
+
+
+def _unflatten(vector, like):
+    parts, start = [], 0
+    for variable in like:
+        size = 1
+        for d in variable.shape:
+            size *= d
+        parts.append(ops.reshape(vector[start:start + size], variable.shape))
+        start += size
+    return parts
+
+
+def representation_gradients(model, x, y, sample_weight, engine):
+    """Per-task gradients of the task losses w.r.t. `z` for one batch, in
+    inference mode (nothing is updated): `(grads, losses, counts)`, a
+    `(T, batch, *z.shape[1:])` tensor and `{task: scalar}` dicts. The
+    diagnostic view of the representation mode
+    (`keras_mtl.callbacks.GradientConflict`)."""
+    names = model.task_names
+    if not model.shares_representation:
+        raise ValueError(
+            "Gradients at the shared representation need a model whose heads "
+            "read one shared `z`; this model's trunk gives each task its own "
+            f"representation ({sorted(model.trunk.output)})."
+        )
+    targets = model.prepare_targets(y, sample_weight)
+    z = model.representation(x, training=False)
+
+    def heads(*copies):
+        y_pred = {n: model.heads[n](c, training=False) for n, c in zip(names, copies)}
+        sums, counts = model.task_loss_terms(targets, y_pred)
+        losses = {n: ops.divide_no_nan(sums[n], counts[n]) for n in names}
+        return ops.sum(ops.stack([losses[n] for n in names])), (losses, counts)
+
+    (_, (losses, counts)), (grads, _) = engine.value_and_grad(heads, [], tensors=[z] * len(names))
+    return ops.stack(grads), losses, counts
