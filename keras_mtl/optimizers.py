@@ -49,7 +49,8 @@ import math
 
 import keras
 from keras import ops
-from keras.src.saving import serialization_lib
+
+from keras_mtl import _keras_compat
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -119,7 +120,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         )
         self.inner_optimizer = inner
         self.multipliers = multipliers
-        self._groups = None  # {key: {variable key}} once bound to a model
+        self._groups = None  # {key: {id(variable)}} once bound to a model
 
     # --- which variable gets which rate -----------------------------------
     def bind(self, model):
@@ -130,7 +131,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         valid names.
         """
         layers = {}
-        for layer in model._flatten_layers(include_self=False, recursive=True):
+        for layer in _keras_compat.flatten_layers(model):
             if layer.weights:
                 layers.setdefault(layer.name, []).append(layer)
         if isinstance(getattr(model, "trunk", None), keras.layers.Layer):
@@ -145,7 +146,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
                 f"multipliers={self.multipliers!r}"
             )
         self._groups = {
-            key: {self._var_key(v) for name in names for layer in layers[name] for v in layer.weights}
+            key: {id(v) for name in names for layer in layers[name] for v in layer.weights}
             for key, names in matches.items()
         }
 
@@ -160,7 +161,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
             if members is None:
                 if _matching(key, variable.path.split("/")):
                     found = self.multipliers[key]
-            elif self._var_key(variable) in members and len(members) <= size:
+            elif id(variable) in members and len(members) <= size:
                 # The smaller group is the inner layer: its key wins.
                 found, size = self.multipliers[key], len(members)
         return found
@@ -186,13 +187,15 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         if self._groups is None:
             self._check_paths(var_list)
         super().build(var_list)
-        # Plain tuples: the tracker must not take these for optimizer state.
+        # A tuple of floats, and the variables out of sight of Keras'
+        # attribute tracking: neither is optimizer state.
         self._rates = tuple(self.multiplier(v) for v in var_list)
+        self._built_with = _Untracked(var_list)
         self.inner_optimizer.build([v for v, m in zip(var_list, self._rates) if m != 0])
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
@@ -201,7 +204,7 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
                     "When passing `grads` without `variables`, the optimizer "
                     "must already be built. Call `optimizer.build(variables)`."
                 )
-            trainable_variables = self._trainable_variables
+            trainable_variables = self._built_with.value
         trainable_variables = list(trainable_variables)
         if not self.built:
             with keras.name_scope(self.name, caller=self):
@@ -210,24 +213,24 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         pairs = [
             (g, v)
             for g, v in zip(grads, trainable_variables)
-            if self._rates[self._get_variable_index(v)] != 0
+            if self._rates[_keras_compat.variable_index(self, v)] != 0
         ]
         if pairs:
             super().apply([g for g, _ in pairs], [v for _, v in pairs])
         else:
-            self._iterations.assign_add(1)
+            _keras_compat.iterations_variable(self).assign_add(1)
         # The wrapped update rule reads its own step count (Adam's bias
         # correction, schedules): one step per apply, as ours.
-        self.inner_optimizer._iterations.assign_add(1)
+        _keras_compat.iterations_variable(self.inner_optimizer).assign_add(1)
 
     def update_step(self, gradient, variable, learning_rate):
-        multiplier = self._rates[self._get_variable_index(variable)]
+        multiplier = self._rates[_keras_compat.variable_index(self, variable)]
         if multiplier != 1.0:
             learning_rate = ops.multiply(learning_rate, multiplier)
         inner = self.inner_optimizer
         # Decoupled weight decay at this variable's rate (Keras applies it in
         # `apply`, before the update rule, at the base rate).
-        if inner.weight_decay is not None and inner._use_weight_decay(variable):
+        if inner.weight_decay is not None and _keras_compat.uses_weight_decay(inner, variable):
             lr = ops.cast(learning_rate, variable.dtype)
             wd = ops.cast(inner.weight_decay, variable.dtype)
             inner.assign(variable, variable - variable * wd * lr)
@@ -254,14 +257,14 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
         # Not `super().get_config()`: the settings are the wrapped optimizer's.
         return {
             "name": self.name,
-            "optimizer": serialization_lib.serialize_keras_object(self.inner_optimizer),
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
             "multipliers": dict(self.multipliers),
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["optimizer"] = serialization_lib.deserialize_keras_object(
+        config["optimizer"] = keras.saving.deserialize_keras_object(
             config["optimizer"], custom_objects=custom_objects
         )
         return cls(**config)
@@ -322,6 +325,17 @@ def bind(optimizer, model):
         optimizer = optimizer.inner_optimizer
     if isinstance(optimizer, LearningRateMultipliers):
         optimizer.bind(model)
+
+
+class _Untracked:
+    """Holds a value where Keras' attribute tracking does not look: an
+    optimizer takes every variable in a list, tuple or dict attribute for
+    its own state."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
 
 def _matching(key, names):

@@ -21,9 +21,8 @@ parameters.
 """
 
 import keras
-# The public `keras.Model` type does not tell a graph model from a subclassed one.
-from keras.src.models.functional import Functional
 
+from keras_mtl import _keras_compat
 from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.base import check_task_names
 
@@ -105,7 +104,7 @@ class TaskSpecificBatchNorm(Architecture):
 def _functional(backbone):
     """The backbone as a Functional model with a single input and output
     tensor (not lists), keeping its layers."""
-    if not isinstance(backbone, (Functional, keras.Sequential)) or len(backbone.inputs or []) != 1:
+    if not _is_graph_model(backbone) or len(backbone.inputs) != 1:
         raise ValueError(
             "Invalid value received for argument `backbone`. Expected a "
             "Functional or Sequential `keras.Model` with one input (its layers "
@@ -114,12 +113,37 @@ def _functional(backbone):
     return keras.Model(backbone.inputs[0], backbone.outputs[0], name=backbone.name)
 
 
+def _is_graph_model(model):
+    """Whether `model` is a Functional or (built) Sequential model.
+
+    No public type tells a graph model from a subclassed one (every
+    `keras.Model(inputs, outputs)` is a `keras.Model`); their public
+    `inputs` and `outputs`, the symbolic tensors of the graph, do: a
+    subclassed model has neither, an unbuilt Sequential model raises.
+    """
+    if not isinstance(model, keras.Model):
+        return False
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:  # subclassed, or a Sequential model without inputs yet
+        return False
+    return all(
+        isinstance(tensors, (list, tuple))
+        and tensors
+        and all(isinstance(t, keras.KerasTensor) for t in tensors)
+        for tensors in (inputs, outputs)
+    )
+
+
 def _check_batch_norm(backbone):
     nested = [
         layer.name
         for layer in backbone.layers
         if isinstance(layer, keras.Model)
-        and any(isinstance(l, keras.layers.BatchNormalization) for l in layer._flatten_layers())
+        and any(
+            isinstance(l, keras.layers.BatchNormalization)
+            for l in _keras_compat.flatten_layers(layer)
+        )
     ]
     if nested:
         raise ValueError(
