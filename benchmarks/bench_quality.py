@@ -49,6 +49,7 @@ Exits 0 whether or not the goal is met: it measures.
 import argparse
 import concurrent.futures
 import functools
+import inspect
 import multiprocessing
 import os
 import platform
@@ -101,14 +102,11 @@ def dataset_arrays(dataset, train, test, image_size):
 
 
 def method_classes():
-    """`{registry name: class}`, one name per distinct class, in registry order."""
+    """`{registry name: class}` of every registered method (a method
+    registered by a plugin included), in registration order."""
     from keras_mtl import weighting as W
 
-    found = {}
-    for name, cls in W.REGISTRY.items():
-        if cls not in found.values():
-            found[name] = cls
-    return found
+    return W.methods()
 
 
 def make_weighting(name, seed, tasks, y_train):
@@ -120,9 +118,10 @@ def make_weighting(name, seed, tasks, y_train):
         return W.InverseSize(counts=W.count_labels(y_train, tasks))
     if cls is W.Static:
         return W.Static({t.name: 1.0 for t in tasks})
-    if "seed" in cls().get_config():
-        return cls(seed=seed)
-    return cls()
+    arguments = cls.arguments_from_tasks(tasks)
+    if "seed" in inspect.signature(cls).parameters:
+        arguments["seed"] = seed
+    return cls(**arguments)
 
 
 def same_as_equal(name, tasks, y_train):
@@ -425,10 +424,10 @@ def main(argv=None):
     else:
         from keras_mtl import weighting as W
 
-        unknown = [m for m in args.methods if m.lower() not in W.REGISTRY]
+        unknown = [m for m in args.methods if W.get_class(m) is None]
         if unknown:
             parser.error(f"argument --methods: unknown {unknown}; expected names among {all_methods}")
-        chosen = {W.REGISTRY[m.lower()] for m in args.methods}
+        chosen = {W.get_class(m) for m in args.methods}
         methods = [n for n, c in method_classes().items() if c in chosen]
     if "equal" not in methods:
         methods.insert(0, "equal")

@@ -51,7 +51,7 @@ def model_for(method, mode, init_path):
     else:
         np.savez(init_path, *model.get_weights())
     kwargs = {"seed": SEEDS[method]} if method in SEEDS else {}
-    weighting = keras_mtl.weighting.REGISTRY[method](mode=mode, **kwargs)
+    weighting = keras_mtl.weighting.get_class(method)(mode=mode, **kwargs)
     model.compile(optimizer=keras.optimizers.SGD(0.01), weighting=weighting)
     return model
 

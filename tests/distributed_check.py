@@ -35,7 +35,7 @@ def make_weighting(method, mode):
     if method == "nash_mtl_every2":
         # Reuse steps: in params mode they skip the per-task gradients.
         return keras_mtl.weighting.NashMTL(mode=mode, update_every=2, max_norm=1.0)
-    return keras_mtl.weighting.REGISTRY[method](mode=mode)
+    return keras_mtl.weighting.get_class(method)(mode=mode)
 
 
 def trunk():

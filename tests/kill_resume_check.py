@@ -1,17 +1,23 @@
 """Child process for tests/test_kill_resume.py.
 
 Usage:
-    python kill_resume_check.py WORKDIR METHOD [METHOD ...]
+    python kill_resume_check.py [--import MODULE] WORKDIR METHOD [METHOD ...]
         trains each method for 3 epochs without interruption;
     python kill_resume_check.py WORKDIR METHOD --kill-at EPOCH STEP
         trains with `BackupAndRestore` and SIGKILLs its own process after
         step STEP of epoch EPOCH (0-based); run again without `--kill-at` to
         resume from the backup.
 
+`--import MODULE` imports a module first (from this directory or the
+path): one that registers a weighting method of its own, which is then
+known by name like the built-in ones.
+
 Each finished run writes `WORKDIR/<method>.npz`: every model variable
 (weighting state and seed-generator states included), in order.
 """
 
+import importlib
+import inspect
 import os
 import signal
 import sys
@@ -27,7 +33,9 @@ EPOCHS = 3
 TASKS = [T.Regression("a"), T.BinaryClassification("b"), T.MulticlassClassification("c", 3)]
 NAMES = [t.name for t in TASKS]
 
-#: Arguments for the methods whose constructor needs some.
+#: Arguments for the built-in methods that need (or are seeded by) them;
+#: any other registered method is built from its defaults and
+#: `arguments_from_tasks`.
 ARGUMENTS = {
     "static": {"weights": {"a": 0.5, "b": 2.0, "c": 1.0}},
     "inverse_size": {"counts": {"a": 24, "b": 20, "c": 32}},
@@ -61,8 +69,16 @@ def make_model(method):
     ])
     # Dropout: its seed generator is state that must resume too.
     model = keras_mtl.MultiTaskModel(trunk, TASKS, head_units=(8,), dropout=0.2)
-    model.compile(optimizer="adam", weighting=W.REGISTRY[method](**ARGUMENTS.get(method, {})))
+    model.compile(optimizer="adam", weighting=make_weighting(method))
     return model
+
+
+def make_weighting(method):
+    cls = W.get_class(method)
+    arguments = {**cls.arguments_from_tasks(TASKS), **ARGUMENTS.get(method, {})}
+    if "seed" in inspect.signature(cls).parameters:
+        arguments.setdefault("seed", 3)
+    return cls(**arguments)
 
 
 class KillAt(keras.callbacks.Callback):
@@ -94,6 +110,9 @@ def train(workdir, method, kill_at=None, backup=False):
 
 
 def main(argv):
+    if argv[0] == "--import":
+        importlib.import_module(argv[1])
+        argv = argv[2:]
     workdir, rest = argv[0], argv[1:]
     if "--kill-at" in rest:
         i = rest.index("--kill-at")

@@ -57,7 +57,7 @@ def main(outdir, method, mode, role, *cluster):
         trunk = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2, padding="same")(x))
         tasks = [T.Regression("a"), T.BinaryClassification("b"), T.Segmentation("s", 3)]
         model = keras_mtl.build_model(trunk, tasks, head_units=(8,))
-        weighting = keras_mtl.weighting.REGISTRY[method](mode=mode)
+        weighting = keras_mtl.weighting.get_class(method)(mode=mode)
         model.compile(optimizer=keras.optimizers.SGD(0.01), weighting=weighting)
     history = model.fit(data(), epochs=1, verbose=0)
     print("REPLICAS", strategy.num_replicas_in_sync, "LOSS", history.history["loss"][-1])

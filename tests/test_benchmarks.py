@@ -67,7 +67,7 @@ def test_every_distinct_method_is_benchmarked_once():
 
     classes = bench_quality.method_classes()
     assert len(set(classes.values())) == len(classes)
-    assert set(classes.values()) == set(W.REGISTRY.values())
+    assert set(classes.values()) == set(W.methods().values())
 
 
 def test_static_and_inverse_size_are_equal_here_and_others_are_not():

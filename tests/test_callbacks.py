@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from keras_mtl import callbacks
-from keras_mtl import gradients
+from keras_mtl import training
 from keras_mtl import tasks as T
 from keras_mtl import weighting as W
 
@@ -180,7 +180,7 @@ def test_opposite_errors_have_cosine_minus_one():
 def test_gradients_at_the_representation_match_a_direct_computation():
     model = _compiled()
     x, y = _data()
-    grads, losses, counts = gradients.representation_gradients(model, x, y)
+    grads, losses, counts = training.representation_gradients(model, x, y)
     assert tuple(grads.shape) == (3, 8, 4, 4, 4)  # (T, batch, *z)
     z = model.representation(x)
 

@@ -254,7 +254,7 @@ def test_every_weighting_method_steps_on_interleaved_batches():
         np.asarray, next(iter(data.interleave({"first": first, "second": second}))))
     arguments = {keras_mtl.weighting.InverseSize: {"counts": dict.fromkeys("asbc", 8)}}
     failures, tested = [], []
-    for method in sorted(set(keras_mtl.weighting.REGISTRY.values()), key=lambda c: c.__name__):
+    for method in keras_mtl.weighting.methods().values():
         try:
             weighting = method(**arguments.get(method, {}))
         except (TypeError, ValueError):  # a method that needs arguments not known here

@@ -19,12 +19,15 @@ import sys
 
 import pytest
 
+from keras_mtl import weighting as W
+
 HERE = os.path.dirname(__file__)
-BOTH_MODES = ["normalised", "mgda", "pcgrad", "cagrad", "imtl", "aligned_mtl",
-              "grad_norm", "nash_mtl", "nash_mtl_every2", "grad_vac", "upgrad"]
-CASES = [("params", m) for m in BOTH_MODES] + [
-    ("representation", m) for m in BOTH_MODES + ["grad_drop"]
-]
+#: Every registered gradient-level method in each of its modes, and two
+#: checks of distributed_check.py: a Gram-dependent test method and Nash-MTL's
+#: reuse steps.
+CASES = [
+    (mode, name) for name, cls in W.methods("gradient").items() for mode in cls.supported_modes
+] + [(mode, m) for m in ("normalised", "nash_mtl_every2") for mode in ("params", "representation")]
 
 
 def run_check(mode, methods):

@@ -17,8 +17,7 @@ from conftest import tiny_model
 pytestmark = pytest.mark.slow
 
 
-METHODS = [W.MGDA, W.PCGrad, W.CAGrad, W.IMTL, W.AlignedMTL, W.GradNorm, W.NashMTL,
-           W.GradVac, W.GradDrop, W.UPGrad]
+METHODS = list(W.methods("gradient").values())
 CASES = [(cls, mode) for cls in METHODS for mode in cls.supported_modes]
 TASKS = [
     T.MulticlassClassification("shape", shapes.NUM_CLASSES),
