@@ -26,32 +26,42 @@ def built(weighting, names=("a", "b")):
 
 
 def _losses(weighting, losses):
-    """`{task: scalar}` from a list in task order (default 1 each; 0 marks a
-    task without labels)."""
+    """`{task: scalar}` from a list in task order (default 1 each). A loss of
+    0 (or below) is a labelled task's loss: presence is in `counts`."""
     if losses is None:
         losses = [1.0] * len(weighting.task_names)
     return {n: tf.constant(float(v)) for n, v in zip(weighting.task_names, losses)}
 
 
-def combine(weighting, grads, losses=None, training=True, activations=None):
+def _counts(weighting, counts):
+    """`{task: labelled examples}` from a list in task order (0 marks a task
+    without labels in the step), or `None` (every task labelled)."""
+    if counts is None:
+        return None
+    return {n: tf.constant(float(c)) for n, c in zip(weighting.task_names, counts)}
+
+
+def combine(weighting, grads, losses=None, counts=None, training=True, activations=None):
     """`weighting.combine` on `(T, ...)` gradients (and, for GradDrop, the
-    activations `z`, `(batch, ...)`); numpy `(combined, weights)`."""
+    activations `z`, `(batch, ...)`); numpy `(combined, weights)`. `counts`
+    (a list in task order, 0 for a task without labels) defaults to every
+    task labelled."""
     if activations is not None:
         activations = tf.constant(np.asarray(activations, "float32"))
     combined, weights = weighting.combine(
         tf.constant(np.asarray(grads, "float32")), _losses(weighting, losses),
-        training=training, activations=activations,
+        _counts(weighting, counts), training=training, activations=activations,
     )
     return numpy(combined), numpy(weights)
 
 
-def gram_weights(weighting, grads, losses=None, training=True):
-    """`weighting.gram_weights` on the Gram matrix of `(T, ...)` gradients."""
+def gram_weights(weighting, grads, losses=None, counts=None, training=True):
+    """`weighting.gram_weights` on the Gram matrix of `(T, ...)` gradients;
+    `counts` as in `combine`."""
     flat = np.asarray(grads, "float32").reshape(len(weighting.task_names), -1)
     vector = weighting.stack(_losses(weighting, losses))
-    weights = weighting.gram_weights(
-        tf.constant(flat @ flat.T), vector, weighting.labelled(vector), training
-    )
+    labelled = weighting.labelled(_counts(weighting, counts))
+    weights = weighting.gram_weights(tf.constant(flat @ flat.T), vector, labelled, training)
     return numpy(weights)
 
 
@@ -65,7 +75,11 @@ def check_config_round_trip(weighting):
 
 
 def _saved_values(weighting):
-    return [(v.name, numpy(v)) for v in weighting._saved_variables()]
+    """The weighting's whole state (`state_arrays()`: its variables, seed
+    states included), named by its variables."""
+    arrays = weighting.state_arrays()
+    assert len(arrays) == len(weighting.variables)
+    return [(v.name, a) for v, a in zip(weighting.variables, arrays)]
 
 
 def check_fit_save_load(weighting, tmp_path):

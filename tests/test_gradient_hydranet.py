@@ -66,7 +66,9 @@ def test_trains_the_shapes_hydranet_and_round_trips(cls, mode, data, tmp_path):
     restored = keras.models.load_model(path)
     assert type(restored.weighting) is cls
     assert restored.weighting.get_config() == model.weighting.get_config()
-    for a, b in zip(model.weighting._saved_variables(), restored.weighting._saved_variables()):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.name)
+    pairs = zip(model.weighting.variables, model.weighting.state_arrays(),
+                restored.weighting.state_arrays(), strict=True)
+    for variable, a, b in pairs:
+        np.testing.assert_array_equal(a, b, err_msg=variable.path)
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

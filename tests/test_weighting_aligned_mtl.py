@@ -75,10 +75,21 @@ def test_rank_deficient_gradients_are_aligned_within_their_span():
 
 
 def test_unlabelled_tasks_get_weight_zero():
+    # "b" unlabelled (count 0), or labelled with a zero gradient (its loss 0
+    # or not): weight 0 either way.
     grads = np.array([[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
-    for losses in ([1.0, 0.0, 1.0], [1.0, 1.0, 1.0]):
-        combined, weights = combine(built(AlignedMTL(), _names(3)), grads, losses=losses)
+    for losses, counts in [
+        ([1.0, 0.0, 1.0], [4, 0, 4]),
+        ([1.0, 0.0, 1.0], None),
+        ([1.0, 1.0, 1.0], None),
+    ]:
+        weighting = built(AlignedMTL(), _names(3))
+        combined, weights = combine(weighting, grads, losses=losses, counts=counts)
         np.testing.assert_allclose(weights, [0.5, 0.0, 1.0], rtol=1e-5)
+    # An unlabelled task is left out even with a nonzero gradient.
+    grads = np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    combined, weights = combine(built(AlignedMTL(), _names(3)), grads, counts=[4, 0, 4])
+    np.testing.assert_allclose(weights, [0.5, 0.0, 1.0], rtol=1e-5)
 
 
 def test_degenerate_gradients():

@@ -77,13 +77,28 @@ def test_three_tasks_match_a_brute_force_search(seed):
 
 def test_an_unlabelled_task_is_left_out_of_the_mean():
     grads = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
-    losses = [1.0, 0.0, 1.0]
-    combined, weights = combine(built(CAGrad(c=0.0), ["a", "b", "c"]), grads, losses=losses)
+    losses, counts = [1.0, 0.0, 1.0], [4, 0, 4]
+    weighting = built(CAGrad(c=0.0), ["a", "b", "c"])
+    combined, weights = combine(weighting, grads, losses=losses, counts=counts)
     np.testing.assert_allclose(weights, [0.5, 0.0, 0.5], rtol=1e-6)
-    combined, weights = combine(built(CAGrad(c=0.4), ["a", "b", "c"]), grads, losses=losses)
+    weighting = built(CAGrad(c=0.4), ["a", "b", "c"])
+    combined, weights = combine(weighting, grads, losses=losses, counts=counts)
     expected, _ = combine(built(CAGrad(c=0.4)), grads[[0, 2]])
     np.testing.assert_allclose(combined, expected, rtol=1e-5)
     assert weights[1] == 0.0
+    # Left out by its count, not its gradient: a nonzero one is ignored too.
+    grads[1] = [5.0, -5.0]
+    weighting = built(CAGrad(c=0.4), ["a", "b", "c"])
+    combined, weights = combine(weighting, grads, losses=losses, counts=counts)
+    np.testing.assert_allclose(combined, expected, rtol=1e-5)
+    assert weights[1] == 0.0
+
+
+def test_a_labelled_task_with_loss_zero_is_in_the_mean():
+    grads = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    for losses in ([1.0, 0.0, 1.0], [1.0, -2.0, 1.0]):
+        combined, weights = combine(built(CAGrad(c=0.0), ["a", "b", "c"]), grads, losses=losses)
+        np.testing.assert_allclose(weights, [1 / 3, 1 / 3, 1 / 3], rtol=1e-6)
 
 
 def test_degenerate_gradients():

@@ -43,7 +43,7 @@ def tiny_model(weighting=None, seed=0, **compile_kwargs):
 
 def data(n=8, missing_b_in_first_batch=True):
     """Deterministic images and labels; with the flag, the first batch of 4
-    has no label for "b" (its loss is exactly 0 there)."""
+    has no label for "b" (its labelled count is 0 there)."""
     x = random_images(n)
     y = random_labels(TASKS, n)
     if missing_b_in_first_batch:
@@ -62,10 +62,17 @@ def assert_same_state(a, b, atol=1e-6):
         np.testing.assert_allclose(a[key], b[key], atol=atol, rtol=0, err_msg=key)
 
 
-def call(weighting, losses, training=False):
-    """Calls a weighting on Python floats; returns floats."""
-    total, weights = weighting(losses, training=training)
+def call(weighting, losses, training=False, counts=None):
+    """Calls a weighting on Python floats; returns floats. `counts` is
+    `{task: labelled examples}` (0: no label in the step), or `None`: every
+    task labelled, whatever its loss."""
+    total, weights = weighting(losses, counts, training=training)
     return float(total), {k: float(v) for k, v in weights.items()}
+
+
+def counts_without(*unlabelled, names=NAMES, n=4.0):
+    """`{task: n}`, with 0 for the `unlabelled` tasks."""
+    return {name: 0.0 if name in unlabelled else n for name in names}
 
 
 def built(weighting, names=NAMES):
@@ -90,14 +97,14 @@ def fit(model, x, y, **kwargs):
     return model.fit(x, y, batch_size=4, shuffle=False, **kwargs)
 
 
-def tf_gradients(weighting, losses, training=True):
+def tf_gradients(weighting, losses, training=True, counts=None):
     """(total, weights, d total / d losses) under TensorFlow."""
     import tensorflow as tf
 
     tensors = {k: tf.constant(v, "float32") for k, v in losses.items()}
     with tf.GradientTape() as tape:
         tape.watch(tensors)
-        total, weights = weighting(tensors, training=training)
+        total, weights = weighting(tensors, counts, training=training)
     grads = tape.gradient(total, tensors, unconnected_gradients="zero")
     return (
         float(total),
@@ -174,7 +181,8 @@ def test_get_config_has_every_hyperparameter():
         "uncertainty": {"task_kinds": {"b": "classification"}, "initial_log_variance": 0.0},
         "dwa": {"temperature": 2.0},
         "rlw": {"seed": 7},
-        "famo": {"learning_rate": 0.1, "weight_decay": 0.001},
+        "gls": {"min_losses": None},
+        "famo": {"learning_rate": 0.1, "weight_decay": 0.001, "min_losses": None},
     }
     for method, hyper in expected.items():
         config = METHODS[method]().get_config()
@@ -183,15 +191,22 @@ def test_get_config_has_every_hyperparameter():
 
 # --- unlabelled tasks -----------------------------------------------------------
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_a_task_with_loss_zero_gives_no_nan_and_keeps_the_others(method):
+def test_an_unlabelled_task_gives_no_nan_and_keeps_the_others(method):
+    # An unlabelled task (count 0) has loss 0 by convention.
     weighting = built(METHODS[method]())
+    steps = [
+        ({"a": 0.7, "b": 0.0}, counts_without("b")),
+        ({"a": 0.5, "b": 1.3}, counts_without()),
+        ({"a": 0.0, "b": 0.0}, counts_without("a", "b")),
+    ]
     for _ in range(3):  # stateful methods: several steps, with and without "b"
-        for losses in ({"a": 0.7, "b": 0.0}, {"a": 0.5, "b": 1.3}, {"a": 0.0, "b": 0.0}):
-            total, weights = call(weighting, losses, training=True)
+        for losses, counts in steps:
+            total, weights = call(weighting, losses, training=True, counts=counts)
             assert np.isfinite(total) and all(np.isfinite(list(weights.values()))), losses
-    total, weights = call(weighting, {"a": 0.7, "b": 0.0}, training=True)
+    no_b = counts_without("b")
+    total, weights = call(weighting, {"a": 0.7, "b": 0.0}, training=True, counts=no_b)
     assert weights["a"] > 0 and total != 0
-    total, _ = call(weighting, {"a": 0.0, "b": 0.0}, training=False)
+    total, _ = call(weighting, {"a": 0.0, "b": 0.0}, counts=counts_without("a", "b"))
     assert np.isfinite(total)
 
 
@@ -200,10 +215,72 @@ def test_a_task_with_loss_zero_gives_no_nan_and_keeps_the_others(method):
 def test_gradients_are_finite_with_an_unlabelled_task(method):
     weighting = built(METHODS[method]())
     call(weighting, {"a": 0.9, "b": 0.4}, training=True)
-    total, weights, grads = tf_gradients(weighting, {"a": 0.7, "b": 0.0})
+    total, weights, grads = tf_gradients(
+        weighting, {"a": 0.7, "b": 0.0}, counts=counts_without("b")
+    )
     assert np.isfinite(total)
     assert np.isfinite(grads["a"]) and grads["a"] > 0
     assert np.isfinite(grads["b"])
+
+
+#: Methods whose weights do not depend on the step's loss values (GLS and
+#: FAMO take logarithms: see their own tests for losses <= 0).
+LOSS_FREE = ["equal", "static", "inverse_size", "uncertainty", "dwa", "rlw"]
+
+
+@pytest.mark.parametrize("method", LOSS_FREE)
+@pytest.mark.parametrize("loss", [0.0, -0.5])
+def test_a_labelled_task_with_loss_zero_or_negative_is_weighted(method, loss):
+    # Presence is the count, never the loss's value: "b" (loss <= 0, count 4)
+    # gets the weight a positive loss would get, and its loss is in the total.
+    _, expected = call(built(METHODS[method]()), {"a": 0.7, "b": 1.3}, training=True)
+    for counts in (None, counts_without()):
+        total, weights = call(
+            built(METHODS[method]()), {"a": 0.7, "b": loss}, training=True, counts=counts
+        )
+        assert weights == pytest.approx(expected, rel=1e-6) and weights["b"] > 0, counts
+        # The first step: log-variances 0, so no regulariser in Uncertainty's total.
+        assert total == pytest.approx(0.7 * weights["a"] + loss * weights["b"], abs=1e-6)
+    if method == "dwa":  # its epoch mean counts the step: 1 labelled loss of "b"
+        weighting = built(METHODS[method]())
+        call(weighting, {"a": 0.7, "b": loss}, training=True, counts=counts_without())
+        counts = keras.ops.convert_to_numpy(weighting.loss_counts)
+        np.testing.assert_array_equal(counts, [1.0, 1.0])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_without_counts_every_task_is_labelled(method):
+    # A custom loop may leave `counts` out: the same as every count positive.
+    a, b = built(METHODS[method]()), built(METHODS[method]())
+    for losses in ({"a": 0.7, "b": 1.3}, {"a": 0.4, "b": 1.1}):
+        total_a, weights_a = call(a, losses, training=True)
+        total_b, weights_b = call(b, losses, training=True, counts=counts_without())
+        assert total_a == pytest.approx(total_b, rel=1e-6)
+        assert weights_a == pytest.approx(weights_b, rel=1e-6)
+
+
+# --- state ----------------------------------------------------------------------
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_state_arrays_round_trip_and_refuse_another_shape(method):
+    weighting = built(METHODS[method]())
+    for losses in ({"a": 0.9, "b": 0.4}, {"a": 0.7, "b": 0.5}):
+        call(weighting, losses, training=True)
+    weighting.on_epoch_end(0)
+    state = weighting.state_arrays()
+    assert all(isinstance(a, np.ndarray) for a in state)
+    assert len(state) == len(weighting.variables)
+    clone = built(METHODS[method]())
+    clone.load_state(state)
+    for x, y in zip(clone.state_arrays(), state):
+        np.testing.assert_array_equal(x, y)
+    assert call(clone, {"a": 0.3, "b": 0.8}, training=True) == call(
+        weighting, {"a": 0.3, "b": 0.8}, training=True
+    )
+    if state:  # a state of another method or other tasks is refused
+        with pytest.raises(ValueError, match="Cannot load the state of weighting"):
+            clone.load_state(state[:-1])
+        with pytest.raises(ValueError, match="Cannot load the state of weighting"):
+            clone.load_state([np.zeros(np.shape(x) + (1,), x.dtype) for x in state])
 
 
 # --- training, saving, resuming ------------------------------------------------

@@ -10,9 +10,12 @@ from test_weighting_common import built, call, data, fit, tiny_model
 
 
 def _epoch(weighting, steps, epoch):
+    """One epoch of training steps: each a losses dict (every task
+    labelled) or a `(losses, counts)` pair."""
     weighting.on_epoch_begin(epoch)
-    for losses in steps:
-        call(weighting, losses, training=True)
+    for step in steps:
+        losses, counts = step if isinstance(step, tuple) else (step, None)
+        call(weighting, losses, training=True, counts=counts)
     weighting.on_epoch_end(epoch)
 
 
@@ -49,13 +52,26 @@ def test_evaluation_steps_do_not_count():
 
 def test_unlabelled_steps_and_epochs():
     weighting = built(W.DynamicWeightAverage(temperature=1.0))
+    no_b = {"a": 4.0, "b": 0.0}
     # "b" unlabelled in one of two steps: its mean is over the labelled step.
-    _epoch(weighting, [{"a": 2.0, "b": 0.0}, {"a": 2.0, "b": 4.0}], 0)
+    _epoch(weighting, [({"a": 2.0, "b": 0.0}, no_b), {"a": 2.0, "b": 4.0}], 0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weighting.loss_history)[1], [2.0, 4.0])
     # "b" unlabelled for a whole epoch: its ratio is 1.
-    _epoch(weighting, [{"a": 1.0, "b": 0.0}], 1)
+    _epoch(weighting, [({"a": 1.0, "b": 0.0}, no_b)], 1)
     w = call(weighting, {"a": 1.0, "b": 1.0})[1]
     assert w["a"] == pytest.approx(2 * np.exp(0.5) / (np.exp(0.5) + np.exp(1.0)), rel=1e-6)
+
+
+def test_a_labelled_loss_of_zero_counts_in_the_epoch_mean():
+    weighting = built(W.DynamicWeightAverage(temperature=1.0))
+    # "b" labelled in both steps, its loss 0 in the first: the mean is 2, not 4.
+    _epoch(weighting, [{"a": 2.0, "b": 0.0}, {"a": 2.0, "b": 4.0}], 0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weighting.loss_history)[1], [2.0, 2.0])
+    _epoch(weighting, [({"a": 1.0, "b": 0.0}, {"a": 4.0, "b": 4.0}), {"a": 1.0, "b": 2.0}], 1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weighting.loss_history)[1], [1.0, 1.0])
+    # r = (1/2, 1/2): equal weights.
+    w = call(weighting, {"a": 1.0, "b": 1.0})[1]
+    assert w == pytest.approx({"a": 1.0, "b": 1.0}, rel=1e-6)
 
 
 def test_an_epoch_without_training_steps_changes_nothing():

@@ -86,15 +86,70 @@ def test_evaluation_does_not_update_the_logits():
 def test_unlabelled_task_keeps_its_last_loss_and_gets_weight_zero():
     weighting = built(W.FAMO())
     call(weighting, {"a": 1.0, "b": 2.0}, training=True)
-    total, weights = call(weighting, {"a": 0.5, "b": 0.0}, training=True)
+    total, weights = call(
+        weighting, {"a": 0.5, "b": 0.0}, training=True, counts={"a": 4.0, "b": 0.0}
+    )
     assert weights["b"] == 0.0 and weights["a"] == pytest.approx(1.0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weighting.previous_losses), [0.5, 2.0])
     # Only "a" changed: delta = (log 2, 0), the same update as in the hand case.
     np.testing.assert_allclose(_logits(weighting), [-0.025, 0.025], rtol=1e-6)
     # "b" measured against its last labelled loss (2.0): delta_b = log(2 / 4) < 0.
-    call(weighting, {"a": 0.0, "b": 4.0}, training=True)
+    call(weighting, {"a": 0.0, "b": 4.0}, training=True, counts={"a": 0.0, "b": 4.0})
     logits = _logits(weighting)
     assert logits[1] > 0.025  # its loss grew: more weight
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(weighting.previous_losses), [0.5, 4.0])
+
+
+def test_a_task_first_labelled_late_starts_its_history_then():
+    weighting = built(W.FAMO())
+    call(weighting, {"a": 1.0, "b": 0.0}, training=True, counts={"a": 4.0, "b": 0.0})
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weighting.previous_seen), [1.0, 0.0])
+    # "b" labelled for the first time: no delta for it, only "a" moves.
+    call(weighting, {"a": 0.5, "b": 2.0}, training=True)
+    np.testing.assert_allclose(_logits(weighting), [-0.025, 0.025], rtol=1e-6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weighting.previous_seen), [1.0, 1.0])
+
+
+def test_a_labelled_loss_of_zero_is_weighted():
+    # Presence is the count: "b" labelled with loss 0 is not left out. Its
+    # log-loss log(0 + eps) is the smallest, so it takes nearly all the weight.
+    weighting = built(W.FAMO())
+    total, weights = call(weighting, {"a": 1.0, "b": 0.0}, training=True)
+    assert np.isfinite(total)
+    assert weights["b"] == pytest.approx(1.0, rel=1e-6) and 0 < weights["a"] < 1e-6
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weighting.previous_seen), [1.0, 1.0])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(weighting.previous_losses), [1.0, 0.0])
+
+
+def test_min_losses_shift_the_losses():
+    # FAMO on L - m equals FAMO on the shifted losses: a bounded loss can be
+    # 0 or negative.
+    bounded = built(W.FAMO(learning_rate=0.1, min_losses={"b": -2.0}))
+    plain = built(W.FAMO(learning_rate=0.1))
+    for a, b in [(1.0, 0.0), (0.5, -1.0), (0.7, -0.5), (0.6, 1.0)]:
+        total, weights = call(bounded, {"a": a, "b": b}, training=True)
+        expected_total, expected_weights = call(plain, {"a": a, "b": b + 2.0}, training=True)
+        assert total == pytest.approx(expected_total, rel=1e-5)
+        assert weights == pytest.approx(expected_weights, rel=1e-5)
+    np.testing.assert_allclose(_logits(bounded), _logits(plain), rtol=1e-5)
+    assert bounded.explain_nonfinite({"a": 1.0, "b": -1.0}) is None
+    hint = bounded.explain_nonfinite({"a": 1.0, "b": -3.0})
+    assert "{'b': -3.0}" in hint and "FAMO(min_losses=" in hint
+    # Below its bound: the logarithm is not finite (the model stops, with the hint).
+    total, _ = call(bounded, {"a": 1.0, "b": -3.0}, training=True)
+    assert not np.isfinite(total)
+
+
+def test_min_losses_config_and_bad_values():
+    weighting = W.FAMO(min_losses={"a": -1.0})
+    assert weighting.get_config()["min_losses"] == {"a": -1.0}
+    assert W.FAMO.from_config(weighting.get_config()).get_config() == weighting.get_config()
+    with pytest.raises(ValueError, match=r"argument `min_losses`. Expected None or a dict"):
+        W.FAMO(min_losses=-1.0)
+    with pytest.raises(ValueError, match=r"argument `min_losses\['a'\]`. Expected a float"):
+        W.FAMO(min_losses={"a": "low"})
+    with pytest.raises(ValueError, match=r"argument `min_losses`.*unknown: \['z'\]"):
+        built(W.FAMO(min_losses={"z": 0.0}))
 
 
 @needs_tf

@@ -11,11 +11,13 @@ from gradient_method_checks import numpy
 from gradient_method_checks import combine as combine_with
 
 
-def combine(weighting, grads, losses=None, training=True, activations=None):
+def combine(weighting, grads, losses=None, counts=None, training=True, activations=None):
     """`combine` with positive activations `z` (sign 1) unless given."""
     if activations is None:
         activations = np.ones(np.shape(grads)[1:], "float32")
-    return combine_with(weighting, grads, losses, training, activations=activations)
+    return combine_with(
+        weighting, grads, losses, counts=counts, training=training, activations=activations
+    )
 
 
 def _reference(grads, z, draw, leak):
@@ -140,9 +142,15 @@ def test_zero_near_zero_and_unlabelled_gradients_are_finite():
     combined, weights = combine(weighting, tiny)
     assert np.all(np.isfinite(combined))
     grads = np.array([[[1.0, 2.0]], [[0.0, 0.0]], [[3.0, 1.0]]], "float32")
-    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 2.0])
+    # "b" unlabelled (count 0; its loss and gradient 0, as the model gives them).
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 2.0], counts=[4, 0, 4])
     np.testing.assert_array_equal(weights, [1.0, 0.0, 1.0])
     np.testing.assert_allclose(combined, [[4.0, 3.0]])  # the others are untouched
+    # "b" labelled with a loss of 0 (or below): weight 1, like any labelled task.
+    for b in (0.0, -1.0):
+        combined, weights = combine(weighting, grads, losses=[1.0, b, 2.0])
+        np.testing.assert_array_equal(weights, [1.0, 1.0, 1.0])
+        np.testing.assert_allclose(combined, [[4.0, 3.0]])
 
 
 def test_params_mode_is_refused():

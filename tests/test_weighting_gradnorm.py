@@ -84,7 +84,7 @@ def test_degenerate_gradients_are_finite():
 def test_unlabelled_task_gets_weight_zero_and_keeps_its_state():
     weighting = built(GradNorm(learning_rate=0.1), ["a", "b", "c"])
     grads = [[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
-    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
     np.testing.assert_allclose(weights, [1.0, 0.0, 1.0])
     np.testing.assert_allclose(combined, [2.0, 1.0])
     state = _state(weighting)
@@ -96,9 +96,25 @@ def test_unlabelled_task_gets_weight_zero_and_keeps_its_state():
     np.testing.assert_allclose(numpy(weighting.initial_losses), [1.0, 3.0, 1.0])
     # No task labelled: nothing moves, nothing is NaN.
     before = _state(weighting)
-    combined, weights = combine(weighting, np.zeros((3, 2)), losses=[0.0, 0.0, 0.0])
+    combined, weights = combine(
+        weighting, np.zeros((3, 2)), losses=[0.0, 0.0, 0.0], counts=[0, 0, 0]
+    )
     np.testing.assert_array_equal(weights, [0.0, 0.0, 0.0])
     np.testing.assert_array_equal(_state(weighting), before)
+
+
+def test_a_labelled_task_with_loss_zero_keeps_its_weight():
+    # "b" labelled (no count given) with loss 0 and a zero gradient: the step
+    # uses its weight w(t) = 1, and it takes part in the update (the labelled
+    # tasks share the total T), where an unlabelled task keeps its weight.
+    weighting = built(GradNorm(learning_rate=0.1), ["a", "b", "c"])
+    grads = [[2.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    np.testing.assert_allclose(weights, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(combined, [2.0, 1.0])
+    state = _state(weighting)
+    assert np.all(np.isfinite(state)) and state[1] != 1.0
+    np.testing.assert_allclose(state.sum(), 3.0, rtol=1e-6)
 
 
 def test_evaluation_changes_no_state():

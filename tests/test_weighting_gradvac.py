@@ -125,14 +125,14 @@ def test_degenerate_and_unlabelled_gradients_are_finite():
     weighting = built(GradVac(seed=0), ["a", "b", "c"])
     weighting.target_cosines.assign(np.full((3, 3), 1.0))  # extreme targets
     cases = [
-        ([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], None),
-        ([[1.0, 0.0], [-2.0, 0.0], [1e-30, 1e-30]], None),  # opposite, near zero
-        ([[1e-20, 0.0], [0.0, 1e-20], [1e15, 1.0]], None),
-        ([[1.0, 0.0], [0.0, 0.0], [-1.0, 1.0]], [1.0, 0.0, 1.0]),  # "b" unlabelled
+        ([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], None, None),
+        ([[1.0, 0.0], [-2.0, 0.0], [1e-30, 1e-30]], None, None),  # opposite, near zero
+        ([[1e-20, 0.0], [0.0, 1e-20], [1e15, 1.0]], None, None),
+        ([[1.0, 0.0], [0.0, 0.0], [-1.0, 1.0]], [1.0, 0.0, 1.0], [4, 0, 4]),  # "b" unlabelled
     ]
-    for grads, losses in cases:
+    for grads, losses, counts in cases:
         weighting.target_cosines.assign(np.full((3, 3), 1.0))
-        combined, weights = combine(weighting, grads, losses=losses)
+        combined, weights = combine(weighting, grads, losses=losses, counts=counts)
         assert np.all(np.isfinite(combined)) and np.all(np.isfinite(weights)), grads
         assert np.all(np.isfinite(numpy(weighting.target_cosines))), grads
     # The unlabelled task: weight 0, its pairs' targets untouched.
@@ -140,6 +140,10 @@ def test_degenerate_and_unlabelled_gradients_are_finite():
     targets = numpy(weighting.target_cosines)
     assert targets[0, 1] == targets[1, 0] == targets[1, 2] == 1.0
     assert targets[0, 2] < 1.0
+    # "b" labelled with loss 0 (and a zero gradient): its own weight 1.
+    weighting.target_cosines.assign(np.full((3, 3), 1.0))
+    _, weights = combine(weighting, [[1.0, 0.0], [0.0, 0.0], [-1.0, 1.0]], losses=[1.0, 0.0, 1.0])
+    assert weights[1] == 1.0
 
 
 def test_config_round_trip():

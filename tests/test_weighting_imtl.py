@@ -69,10 +69,21 @@ def test_parallel_gradients_give_equal_weights():
 
 
 def test_unlabelled_and_zero_gradients_are_left_out():
+    # "b" unlabelled (count 0), or labelled with a zero gradient (its loss 0
+    # or not): weight 0 either way.
     grads = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
-    for losses in ([1.0, 0.0, 1.0], [1.0, 1.0, 1.0]):
-        combined, weights = combine(built(IMTL(), ["a", "b", "c"]), grads, losses=losses)
+    for losses, counts in [
+        ([1.0, 0.0, 1.0], [4, 0, 4]),
+        ([1.0, 0.0, 1.0], None),
+        ([1.0, 1.0, 1.0], None),
+    ]:
+        weighting = built(IMTL(), ["a", "b", "c"])
+        combined, weights = combine(weighting, grads, losses=losses, counts=counts)
         np.testing.assert_allclose(weights, [2 / 3, 0.0, 1 / 3], rtol=1e-5)
+    # Left out by its count even with a nonzero gradient.
+    grads[1] = [3.0, 3.0]
+    combined, weights = combine(built(IMTL(), ["a", "b", "c"]), grads, counts=[4, 0, 4])
+    np.testing.assert_allclose(weights, [2 / 3, 0.0, 1 / 3], rtol=1e-5)
 
 
 def test_degenerate_gradients():

@@ -82,11 +82,37 @@ def test_normalizations_rescale_the_gradients_before_the_solver():
         np.testing.assert_allclose(weights, [0.0, 1.0], atol=1e-6)
 
 
+def test_loss_normalizations_need_positive_losses_of_labelled_tasks():
+    grads = [[1.0, 0.0], [0.0, 2.0]]
+    for normalization in ("loss", "loss+"):
+        # A labelled task with a loss of 0 or below and a nonzero gradient: the
+        # step is not finite (training stops, with the hint), never a silent 0.
+        for b in (0.0, -0.5):
+            weighting = built(MGDA(normalization=normalization))
+            weights = gram_weights(weighting, grads, losses=[1.0, b])
+            assert np.all(np.isnan(weights)), (normalization, b, weights)
+        hint = weighting.explain_nonfinite({"a": 1.0, "b": -0.5})
+        assert "{'b': -0.5}" in hint and "normalization='l2'" in hint
+        assert weighting.explain_nonfinite({"a": 1.0, "b": 0.5}) is None
+        # Unlabelled (count 0), or labelled with a zero gradient: left out, finite.
+        weights = gram_weights(weighting, grads, losses=[1.0, -0.5], counts=[4, 0])
+        np.testing.assert_allclose(weights, [1.0, 0.0])
+        weights = gram_weights(weighting, [[1.0, 0.0], [0.0, 0.0]], losses=[1.0, 0.0])
+        np.testing.assert_allclose(weights, [1.0, 0.0])
+    # The other normalizations do not use the losses.
+    for normalization, expected in (("none", [0.8, 0.2]), ("l2", [0.5, 0.5])):
+        weighting = built(MGDA(normalization=normalization))
+        for b in (0.0, -0.5):
+            weights = gram_weights(weighting, grads, losses=[1.0, b])
+            np.testing.assert_allclose(weights, expected, rtol=1e-6)
+        assert weighting.explain_nonfinite({"a": 1.0, "b": -0.5}) is None
+
+
 def test_an_unlabelled_task_does_not_take_all_the_weight():
     # Without the mask, the zero gradient of "b" would be the min-norm point.
     grads = [[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]
     weighting = built(MGDA(), ["a", "b", "c"])
-    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
     np.testing.assert_allclose(weights, [0.8, 0.0, 0.2], rtol=1e-6)
     np.testing.assert_allclose(combined, [0.8, 0.4], rtol=1e-6)
 

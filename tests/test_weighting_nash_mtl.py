@@ -78,9 +78,21 @@ def test_degenerate_gradients_are_finite_and_documented():
 def test_unlabelled_task_gets_weight_zero_and_the_others_are_solved():
     weighting = built(NashMTL(), ["a", "b", "c"])
     grads = [[2.0, 0.0], [0.0, 0.0], [0.0, 4.0]]
-    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
     np.testing.assert_allclose(weights, [0.5, 0.0, 0.25], rtol=1e-5)
     np.testing.assert_allclose(combined, [1.0, 1.0], rtol=1e-5)
+    # Left out by its count, even with a nonzero gradient.
+    grads = [[2.0, 0.0], [1.0, 1.0], [0.0, 4.0]]
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
+    np.testing.assert_allclose(weights, [0.5, 0.0, 0.25], rtol=1e-5)
+
+
+def test_a_labelled_task_with_loss_zero_or_negative_is_solved_for():
+    weighting = built(NashMTL(), ["a", "b", "c"])
+    grads = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 4.0]]
+    for losses in ([1.0, 0.0, 1.0], [1.0, -3.0, 1.0]):
+        combined, weights = combine(weighting, grads, losses=losses)
+        np.testing.assert_allclose(weights, [0.5, 1.0, 0.25], rtol=1e-5)
 
 
 def test_update_every_reuses_the_stored_weights():
@@ -94,7 +106,7 @@ def test_update_every_reuses_the_stored_weights():
     np.testing.assert_allclose(gram_weights(weighting, other), [0.25, 2.0], rtol=1e-5)
     assert int(numpy(weighting.step)) == 4
     # A task unlabelled in a reuse step still gets weight 0 there.
-    weights = gram_weights(weighting, other, losses=[1.0, 0.0])
+    weights = gram_weights(weighting, other, losses=[1.0, 0.0], counts=[4, 0])
     np.testing.assert_allclose(weights, [0.25, 0.0], rtol=1e-5)
     np.testing.assert_allclose(numpy(weighting.nash_alpha), [0.25, 2.0], rtol=1e-5)
 
@@ -102,7 +114,7 @@ def test_update_every_reuses_the_stored_weights():
 def test_update_every_solves_again_when_a_left_out_task_returns():
     weighting = built(NashMTL(update_every=10))
     grads = [[1.0, 0.0], [0.0, 2.0]]
-    weights = gram_weights(weighting, grads, losses=[1.0, 0.0])
+    weights = gram_weights(weighting, grads, losses=[1.0, 0.0], counts=[4, 0])
     np.testing.assert_allclose(weights, [1.0, 0.0], rtol=1e-5)
     # "b" is labelled again: its stored weight is 0, so this step solves.
     np.testing.assert_allclose(gram_weights(weighting, grads), [1.0, 0.5], rtol=1e-5)
@@ -180,7 +192,7 @@ class _CountingNash(NashMTL):
 class _EveryStepGradients(_CountingNash):
     """Per-task gradients at every step (no `reuse_plan`): the reference."""
 
-    def reuse_plan(self, losses):
+    def reuse_plan(self, losses, counts=None):
         return None
 
 

@@ -74,9 +74,23 @@ def test_outside_training_the_order_is_fixed_and_nothing_is_drawn():
 def test_unlabelled_tasks_are_not_projected_on():
     grads = np.array([[1.0, 0.0], [0.0, 0.0], [-0.5, 1.0]])
     weighting = built(PCGrad(seed=0), ["a", "b", "c"])
-    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0])
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
     assert weights[1] == 0.0
     np.testing.assert_allclose(combined, _reference(grads[[0, 2]], [[1], [0]]), rtol=1e-6)
+    # Left out by its count: a nonzero gradient is neither used nor projected on.
+    grads[1] = [-1.0, -1.0]
+    combined, weights = combine(weighting, grads, losses=[1.0, 0.0, 1.0], counts=[4, 0, 4])
+    assert weights[1] == 0.0
+    np.testing.assert_allclose(combined, _reference(grads[[0, 2]], [[1], [0]]), rtol=1e-6)
+
+
+def test_a_labelled_task_with_loss_zero_is_projected_as_usual():
+    grads = np.array([[1.0, 0.0], [-0.6, 0.8], [-0.6, -0.7]])
+    for b in (0.0, -1.0):
+        weighting = built(PCGrad(seed=0), ["a", "b", "c"])
+        combined, _ = combine(weighting, grads, losses=[1.0, b, 1.0], training=False)
+        expected = _reference(grads, [[1, 2], [0, 2], [0, 1]])
+        np.testing.assert_allclose(combined, expected, rtol=1e-5)
 
 
 def test_degenerate_gradients():

@@ -35,19 +35,37 @@ def test_same_seed_same_stream_new_draw_each_step():
     np.testing.assert_allclose(np.sum(a, axis=1), 1.0, rtol=1e-6)
 
 
+NO_B = {"a": 4.0, "b": 0.0, "c": 4.0}
+
+
 def test_unlabelled_task_gets_weight_zero_and_the_others_sum_to_one():
     weighting = built(W.RandomLossWeighting(seed=0), NAMES)
-    total, weights = call(weighting, {"a": 1.0, "b": 0.0, "c": 2.0}, training=True)
+    total, weights = call(weighting, {"a": 1.0, "b": 0.0, "c": 2.0}, training=True, counts=NO_B)
     assert weights["b"] == 0.0 and weights["a"] + weights["c"] == pytest.approx(1.0)
     none = {"a": 0.0, "b": 0.0, "c": 0.0}
-    assert call(weighting, none, training=True) == (0.0, none)
+    assert call(weighting, none, training=True, counts=none) == (0.0, none)
+
+
+def test_a_labelled_task_with_loss_zero_keeps_its_draw():
+    # Same seed, same draw: "b" labelled with loss 0 gets the weight it would
+    # get with any other loss (a positive one, or a negative one).
+    expected = call(built(W.RandomLossWeighting(seed=0), NAMES), ONES, training=True)[1]
+    for b in (0.0, -2.0):
+        weighting = built(W.RandomLossWeighting(seed=0), NAMES)
+        total, weights = call(weighting, {"a": 1.0, "b": b, "c": 2.0}, training=True)
+        assert weights == pytest.approx(expected, rel=1e-6) and weights["b"] > 0
+        assert total == pytest.approx(weights["a"] + b * weights["b"] + 2 * weights["c"], abs=1e-6)
 
 
 def test_evaluation_uses_the_expected_weights_and_draws_nothing():
     weighting = built(W.RandomLossWeighting(seed=0), NAMES)
     state = keras.ops.convert_to_numpy(weighting.seed_generator.state).copy()
-    total, weights = call(weighting, {"a": 1.0, "b": 0.0, "c": 2.0})
+    total, weights = call(weighting, {"a": 1.0, "b": 0.0, "c": 2.0}, counts=NO_B)
     assert weights == {"a": 0.5, "b": 0.0, "c": 0.5} and total == pytest.approx(1.5)
+    # Every task labelled, "b" with loss 0: 1/3 each.
+    total, weights = call(weighting, {"a": 1.0, "b": 0.0, "c": 2.0})
+    assert weights == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert total == pytest.approx(1.0)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(weighting.seed_generator.state), state)
 
 

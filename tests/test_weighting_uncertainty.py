@@ -26,12 +26,26 @@ def test_default_is_the_uniform_regression_form():
     assert weights == pytest.approx({"a": 0.25, "b": 0.25})
 
 
+NO_B = {"a": 4.0, "b": 0.0}
+
+
 def test_unlabelled_task_adds_neither_term_nor_regulariser():
     weighting = built(W.Uncertainty())
     weighting.log_variances.assign([1.0, 2.0])
-    total, weights = call(weighting, {"a": 2.0, "b": 0.0})
+    total, weights = call(weighting, {"a": 2.0, "b": 0.0}, counts=NO_B)
     assert total == pytest.approx(0.5 * np.exp(-1.0) * 2 + 0.5)
     assert weights["b"] == pytest.approx(0.5 * np.exp(-2.0))  # its state, reported
+
+
+@pytest.mark.parametrize("loss", [0.0, -1.5])
+def test_a_labelled_task_with_loss_zero_or_negative_keeps_its_regulariser(loss):
+    weighting = built(W.Uncertainty())
+    weighting.log_variances.assign([1.0, 2.0])
+    total, weights = call(weighting, {"a": 2.0, "b": loss})
+    # b: 0.5 exp(-2) L + 0.5 * 2, labelled whatever its loss.
+    expected = 0.5 * np.exp(-1.0) * 2 + 0.5 + 0.5 * np.exp(-2.0) * loss + 1.0
+    assert total == pytest.approx(expected, rel=1e-6)
+    assert weights["b"] == pytest.approx(0.5 * np.exp(-2.0))
 
 
 @needs_tf
@@ -41,10 +55,15 @@ def test_gradient_of_the_log_variance():
     weighting = built(W.Uncertainty(task_kinds={"a": "classification"}))
     weighting.log_variances.assign([0.3, 0.0])
     with tf.GradientTape() as tape:
-        total, _ = weighting({"a": 2.0, "b": 0.0})
+        total, _ = weighting({"a": 2.0, "b": 0.0}, NO_B)
     grad = tape.gradient(total, weighting.log_variances).numpy()
     # d/ds (exp(-s) L + s / 2) = -exp(-s) L + 1/2 ; "b" unlabelled: 0.
     np.testing.assert_allclose(grad, [-np.exp(-0.3) * 2 + 0.5, 0.0], rtol=1e-6)
+    # "b" labelled with loss 0: its regulariser's gradient 1/2 remains.
+    with tf.GradientTape() as tape:
+        total, _ = weighting({"a": 2.0, "b": 0.0})
+    grad = tape.gradient(total, weighting.log_variances).numpy()
+    np.testing.assert_allclose(grad, [-np.exp(-0.3) * 2 + 0.5, 0.5], rtol=1e-6)
     _, weights, grads = tf_gradients(weighting, {"a": 2.0, "b": 1.0})
     assert grads == pytest.approx(weights)
 

@@ -74,8 +74,13 @@ def test_degenerate_gradients_are_finite():
     # Zero gradient and unlabelled task: weight 0, the mean over the others.
     combined, weights = combine(weighting, [[1.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
     np.testing.assert_allclose(weights, [0.5, 0.0, 0.5], rtol=1e-6)
-    combined, weights = combine(weighting, [[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]], losses=[1, 0, 1])
+    grads = [[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]]
+    combined, weights = combine(weighting, grads, losses=[1, 0, 1], counts=[4, 0, 4])
     np.testing.assert_allclose(weights, [0.5, 0.0, 0.5], rtol=1e-6)
+    # The same task labelled, with a loss of 0 or below: one of three.
+    for b in (0.0, -1.0):
+        combined, weights = combine(weighting, grads, losses=[1, b, 1])
+        np.testing.assert_allclose(weights, [1 / 3] * 3, rtol=1e-6)
     # Near-zero, huge and infinite Gram entries, and all zero.
     for grads in (
         [[1e-15, 0.0], [-1e-15, 1e-16], [0.0, 1e-15]],

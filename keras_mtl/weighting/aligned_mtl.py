@@ -51,7 +51,11 @@ SCALES = ("min", "median", "rmse")
 def alignment_matrix(gram, scale="min", tolerance=1e-5):
     """`B = σ V Λ^{-1/2} Vᵀ` over the eigenvalues above `tolerance · λ_max`."""
     num_tasks = gram.shape[0]
-    values, vectors = ops.eigh(gram)  # ascending
+    # TensorFlow's eigh raises on a non-finite matrix; a non-finite gradient
+    # makes the step non-finite anyway (the model stops training on it), so
+    # its Gram matrix is zeroed here rather than crash inside the solver.
+    finite = ops.all(ops.isfinite(gram))
+    values, vectors = ops.eigh(ops.where(finite, gram, ops.zeros_like(gram)))  # ascending
     largest = ops.max(values)
     kept = ops.logical_and(
         ops.greater(values, tolerance * largest), ops.greater(largest, 0.0)

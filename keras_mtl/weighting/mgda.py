@@ -21,7 +21,10 @@ representation: this is MGDA-UB, the paper's upper bound.
 and LibMTL allow: `"none"` (default), `"l2"` (by `‖g_i‖`), `"loss"` (by
 `L_i`) or `"loss+"` (by `L_i ‖g_i‖`). As in the official training script,
 the solver's weights then multiply the raw task gradients (LibMTL applies
-them to the normalised ones in params mode).
+them to the normalised ones in params mode). The loss normalisations need
+`L_i > 0` for every labelled task with a nonzero gradient: a loss that can
+be 0 or negative makes the step non-finite, which stops training with an
+error naming the task (use `"l2"` or `"none"` for such losses).
 
 Weights: the simplex weights `w*` themselves (sum 1 over the tasks of the
 step), not multiplied by the number of tasks. Identical gradients give the
@@ -173,11 +176,19 @@ class MGDA(GradientWeighting):
         # representable.
         gram, losses = ops.cast(gram, "float64"), ops.cast(losses, "float64")
         active = active_tasks(gram, labelled)
+        # Dividing a gradient by its loss needs L_i > 0. A labelled task's
+        # loss may be 0 or negative (only its count decides presence): that
+        # step is made non-finite, so training stops with `explain_nonfinite`,
+        # rather than the logarithm below silently zeroing every weight.
+        undefined = None
+        if self.normalization in ("loss", "loss+"):
+            undefined = ops.any(ops.logical_and(active, ops.less_equal(losses, 0.0)))
         if self.normalization != "none":
             # g_i / n_i, with the n_i taken in logs and divided by their
             # smallest (the solution does not change), so that neither tiny
-            # losses nor huge norms overflow. Active tasks have L_i, ‖g_i‖ > 0.
-            safe_losses = ops.where(active, losses, 1.0)
+            # losses nor huge norms overflow. Active tasks have ‖g_i‖ > 0
+            # (and L_i > 0 where the losses are used, or the step is NaN).
+            safe_losses = ops.where(ops.logical_and(active, losses > 0), losses, 1.0)
             half_log_norms = 0.5 * ops.log(ops.where(active, ops.diagonal(gram), 1.0))
             log_scale = {
                 "l2": half_log_norms,
@@ -190,7 +201,21 @@ class MGDA(GradientWeighting):
             # A factor that underflowed leaves a zero gradient: leave it out.
             active = active_tasks(gram, active)
         weights = min_norm_weights(normalized_gram(gram, active), active, self.max_iterations)
+        if undefined is not None:
+            weights = ops.where(undefined, float("nan"), weights)
         return ops.cast(weights, "float32")
+
+    def explain_nonfinite(self, losses):
+        if self.normalization not in ("loss", "loss+"):
+            return None
+        below = {n: v for n, v in losses.items() if n in self.task_names and v <= 0}
+        if not below:
+            return None
+        return (
+            f"MGDA(normalization={self.normalization!r}) divides each task's gradient "
+            f"by its loss, which must be positive; the mean loss of {below} is not. "
+            "Use normalization='l2' or 'none' for losses that can be 0 or negative."
+        )
 
     def get_config(self):
         return {

@@ -40,7 +40,8 @@ class RandomLossWeighting(Weighting):
 
     >>> weighting = RandomLossWeighting(seed=1)
     >>> weighting.build({"a": (), "b": (), "c": ()})
-    >>> total, weights = weighting({"a": 1.0, "b": 2.0, "c": 0.0}, training=True)
+    >>> counts = {"a": 8, "b": 8, "c": 0}  # "c" has no label in this batch
+    >>> total, weights = weighting({"a": 1.0, "b": 2.0, "c": 0.0}, counts, training=True)
     >>> round(sum(float(w) for w in weights.values()), 6), float(weights["c"])
     (1.0, 0.0)
     """
