@@ -57,11 +57,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_overhead import _quartiles, _step_times, _table, write_results  # noqa: E402
 
-METHODS = {
-    "MGDA": W.MGDA, "PCGrad": W.PCGrad, "CAGrad": W.CAGrad, "IMTL": W.IMTL,
-    "AlignedMTL": W.AlignedMTL, "GradNorm": W.GradNorm, "NashMTL": W.NashMTL,
-    "GradVac": W.GradVac, "GradDrop": W.GradDrop, "UPGrad": W.UPGrad,
-}
+#: Every registered gradient-level method (a plugin's too), by class name.
+METHODS = {cls.__name__: cls for cls in W.methods("gradient").values()}
 # LibMTL 1.1.5 (PyTorch 2.13 CPU) on the same model, step time / equal
 # weighting, as measured on this machine and quoted in the issue.
 LIBMTL = {

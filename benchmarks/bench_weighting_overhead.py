@@ -23,6 +23,7 @@ Run: `python benchmarks/bench_weighting_overhead.py` (writes
 
 import argparse
 import gc
+import inspect
 import os
 import platform
 import sys
@@ -44,18 +45,26 @@ GOAL = 1.02
 
 
 def methods(tasks, y):
-    """Name -> factory of each loss-level method, Equal first."""
+    """Class name -> factory of every registered loss-level method (a
+    plugin's too), Equal first: defaults, the arguments the tasks
+    determine, seed 0 for random ones."""
     names = [t.name for t in tasks]
-    return {
-        "Equal": lambda: W.Equal(),
-        "Static": lambda: W.Static({n: 1.0 for n in names}),
-        "InverseSize": lambda: W.InverseSize(counts=W.count_labels(y, tasks)),
-        "Uncertainty": lambda: W.Uncertainty(),
-        "DynamicWeightAverage": lambda: W.DynamicWeightAverage(),
-        "RandomLossWeighting": lambda: W.RandomLossWeighting(seed=0),
-        "GeometricLoss": lambda: W.GeometricLoss(),
-        "FAMO": lambda: W.FAMO(),
+    special = {
+        W.Static: lambda: {"weights": {n: 1.0 for n in names}},
+        W.InverseSize: lambda: {"counts": W.count_labels(y, tasks)},
     }
+
+    def factory(cls):
+        def make():
+            arguments = {**cls.arguments_from_tasks(tasks), **special.get(cls, dict)()}
+            if "seed" in inspect.signature(cls).parameters:
+                arguments["seed"] = 0
+            return cls(**arguments)
+
+        return make
+
+    classes = sorted(W.methods("loss").values(), key=lambda c: c is not W.Equal)
+    return {cls.__name__: factory(cls) for cls in classes}
 
 
 def main(argv=None):

@@ -64,3 +64,23 @@ needs_tf = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
+
+
+def make_weighting(name, tasks, **overrides):
+    """A fresh instance of the registered method `name` for `tasks`: its
+    defaults, the arguments the tasks determine, and what the built-in
+    methods that need arguments get here (any registered method, a plugin's
+    included, is built without edits here)."""
+    cls = keras_mtl.weighting.get_class(name)
+    names = [t.name for t in tasks]
+    arguments = cls.arguments_from_tasks(tasks)
+    if cls is keras_mtl.weighting.InverseSize:
+        arguments["counts"] = {n: 10 + i for i, n in enumerate(names)}
+    if cls is keras_mtl.weighting.Static:
+        arguments["weights"] = {n: 1.0 + i / 2 for i, n in enumerate(names)}
+    return cls(**{**arguments, **overrides})
+
+
+def registered_methods():
+    """Every registered method's registry name (pytest parameters)."""
+    return list(keras_mtl.weighting.methods())
