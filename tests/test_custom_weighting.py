@@ -29,7 +29,8 @@ def test_known_by_its_names():
     assert keras_mtl.weighting.get_class("loss_ema") is custom_weighting.LossEMA
     assert keras_mtl.weighting.get_class("LossEMA") is custom_weighting.LossEMA
     assert "loss_ema" in keras_mtl.weighting.methods("loss")
-    assert "`loss_ema` (LossEMA)" in keras_mtl.weighting.markdown_table("loss")
+    assert "`loss_ema` (`LossEMA`)" in keras_mtl.weighting.markdown_table("loss")
+    assert "loss_ema" not in keras_mtl.weighting.markdown_table("loss", package="keras_mtl")
 
 
 def test_trains_by_name_and_round_trips(tmp_path):

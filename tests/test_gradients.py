@@ -1,4 +1,4 @@
-"""The gradient-level training step (keras_mtl.gradients)."""
+"""The gradient-level training step (keras_mtl.training.step, TensorFlow primitives)."""
 
 import keras
 import numpy as np

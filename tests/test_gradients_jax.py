@@ -1,4 +1,4 @@
-"""The JAX gradient-level step (`keras_mtl.gradients_jax`) gives the same
+"""The JAX gradient-level step (`keras_mtl.training` on JAX) gives the same
 training step as the TensorFlow one: same initial weights and batch, every
 deterministic method in both modes, all variables after the step (model,
 batch-norm statistics, weighting state) equal within 1e-4 (the solvers stop

@@ -15,3 +15,15 @@ def test_ten_line_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(example, str(README), "exec"), {})
     assert (tmp_path / "hydra.keras").exists()
+
+
+@pytest.mark.parametrize("level", ["loss", "gradient"])
+def test_method_tables_list_every_registered_method(level):
+    from keras_mtl import weighting
+
+    text = README.read_text()
+    start = text.index(f"<!-- weighting table: {level} ")
+    table = text[text.index("\n", start) + 1:text.index("\n<!-- end of table -->", start)]
+    assert table == weighting.markdown_table(level, "keras_mtl"), (
+        "README's table is out of date; paste keras_mtl.weighting.markdown_table("
+        f"{level!r}, 'keras_mtl'):\n" + weighting.markdown_table(level, "keras_mtl"))

@@ -2,7 +2,7 @@
 
 Loss-level methods only see the task losses. Gradient-level methods (MGDA,
 PCGrad, CAGrad, ...) see each task's gradient and combine them into one
-update. `MultiTaskModel` computes the per-task gradients (`keras_mtl.gradients`)
+update. `MultiTaskModel` computes the per-task gradients (`keras_mtl.training.step`)
 in one of two modes, chosen by the method's `mode` argument:
 
 - `"params"`: exact gradients of each task loss w.r.t. the shared (trunk)

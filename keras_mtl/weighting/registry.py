@@ -178,14 +178,31 @@ def get(identifier):
     )
 
 
-def markdown_table(level):
-    """The README's table of the registered methods of one `level`."""
-    rows = ["| name (aliases) | class | paper |" + (" modes |" if level == "gradient" else ""),
-            "| --- | --- | --- |" + (" --- |" if level == "gradient" else "")]
+def markdown_table(level, package=None):
+    """The README's table of the registered methods of one `level`
+    (`"loss"` or `"gradient"`); only the classes defined in `package` (e.g.
+    `"keras_mtl"`) if given. Its last column lists the `search_space`."""
+    gradient = level == "gradient"
+    rows = ["| name (aliases) | class | paper |" + (" modes |" if gradient else "") + " tuned |",
+            "| --- | --- | --- |" + (" --- |" if gradient else "") + " --- |"]
     for name, cls in methods(level).items():
-        aliases = f" ({', '.join(cls.aliases)})" if cls.aliases else ""
+        if package and cls.__module__.split(".")[0] != package:
+            continue
+        aliases = f" ({', '.join(f'`{a}`' for a in cls.aliases)})" if cls.aliases else ""
         row = f"| `{name}`{aliases} | `{cls.__name__}` | {cls.paper} |"
-        if level == "gradient":
+        if gradient:
             row += f" {', '.join(cls.supported_modes)} |"
-        rows.append(row)
+        tuned = ", ".join(f"`{a}` {_describe(spec)}" for a, spec in cls.search_space.items())
+        rows.append(row + f" {tuned or '-'} |")
     return "\n".join(rows)
+
+
+def _describe(spec):
+    from keras_mtl.weighting import space
+
+    if isinstance(spec, space.PerTask):
+        return f"per task {_describe(spec.spec)}"
+    if isinstance(spec, space.Choice):
+        return "∈ {" + ", ".join(repr(v) for v in spec.values) + "}"
+    log = ", log" if spec.sampling == "log" else ""
+    return f"∈ [{spec.low:g}, {spec.high:g}{log}]"
