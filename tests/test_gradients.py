@@ -91,3 +91,36 @@ def test_mixed_precision_is_refused_at_compile():
             model.compile(weighting=SumOfGradients())
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _one_step_update(weighting):
+    keras.utils.set_random_seed(1)
+    model = tiny_model(TASKS)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), weighting=weighting)
+    before = [np.asarray(v).copy() for v in model.trunk.trainable_variables]
+    x, y = _data(4)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    return [b - np.asarray(v) for b, v in zip(before, model.trunk.trainable_variables)]
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "mgda"])
+def test_bfloat16_task_gradients_give_the_update_to_bfloat16_rounding(method):
+    from keras_mtl import weighting as W
+
+    exact = _one_step_update(W.get_class(method)(mode="params"))
+    rounded = _one_step_update(W.get_class(method)(mode="params", gradient_dtype="bfloat16"))
+    flat_exact = np.concatenate([np.ravel(u) for u in exact])
+    flat_rounded = np.concatenate([np.ravel(u) for u in rounded])
+    # bfloat16 keeps 8 significant bits: each task gradient within 2^-8
+    # relative; their combination (float32, from the rounded gradients) so.
+    error = np.linalg.norm(flat_rounded - flat_exact) / np.linalg.norm(flat_exact)
+    assert 0 < error < 2**-7, error
+
+
+def test_gradient_dtype_is_checked_and_saved():
+    from keras_mtl import weighting as W
+
+    with pytest.raises(ValueError, match=r"`gradient_dtype`.*Received: gradient_dtype='float16'"):
+        W.PCGrad(gradient_dtype="float16")
+    config = W.PCGrad(gradient_dtype="bfloat16").get_config()
+    assert W.PCGrad.from_config(config).gradient_dtype == "bfloat16"

@@ -202,7 +202,7 @@ def _gradient_level(model, x, targets, engine):
             shared, engine,
         )
         # The optimizer sums gradients over replicas; this one is global.
-        trunk_grads = _unflatten(combined / engine.replicas, trunk_variables)
+        trunk_grads = [g / engine.replicas for g in combined]
         if model.trunk.losses:
             extra = trunk_back([None] * len(representations) + [ops.ones(())])
             trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
@@ -216,18 +216,25 @@ def _gradient_level(model, x, targets, engine):
 
 def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables, shared, engine):
     """Params mode: `(combined, weights)`, the combined global gradient of
-    the trunk's variables (flat) and the task weights."""
+    the trunk's variables (one tensor per variable) and the task weights.
+
+    Each task's gradient stays a list of per-variable tensors (in the
+    weighting's `gradient_dtype`): no flat copy, no stacked `(T, P)` matrix
+    (`GradientWeighting.combine_parts`)."""
     num_tasks = len(rep_grads)
+    dtype = weighting.gradient_dtype
 
     def task_gradient(t, cotangent):
         cotangents = [None] * (1 if shared else num_tasks) + [None]
         cotangents[0 if shared else t] = cotangent
-        return _flatten(trunk_back(cotangents))
+        return [ops.cast(g, dtype) for g in trunk_back(cotangents)]
 
     plan = weighting.reuse_plan(losses, counts)
     if plan is None:
-        grads = ops.stack([task_gradient(t, g) for t, g in enumerate(rep_grads)])
-        return weighting.combine(engine.cross_replica_sum(grads), losses, counts, training=True)
+        parts = [task_gradient(t, g) for t, g in enumerate(rep_grads)]
+        return weighting.combine_parts(
+            engine.cross_replica_sum(parts), losses, counts, training=True, after=engine.after
+        )
 
     solve, stored = plan
     # One backward pass outside the conditional: task 0's gradient on
@@ -237,22 +244,22 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         first = task_gradient(0, ops.where(
             solve, rep_grads[0], sum(stored[t] * g for t, g in enumerate(rep_grads))))
     else:
-        first = _flatten(trunk_back([
+        first = [ops.cast(g, dtype) for g in trunk_back([
             ops.where(solve, g if t == 0 else ops.zeros_like(g), stored[t] * g)
             for t, g in enumerate(rep_grads)
-        ] + [None]))
+        ] + [None])]
 
     def all_tasks():
-        return ops.stack([first] + [task_gradient(t, g) for t, g in enumerate(rep_grads) if t])
+        return [first] + [task_gradient(t, g) for t, g in enumerate(rep_grads) if t]
 
     def combination_only():
-        return ops.concatenate([first[None], ops.zeros((num_tasks - 1, first.shape[0]))])
+        return [first] + [[ops.zeros_like(g) for g in first] for _ in range(num_tasks - 1)]
 
-    grads = engine.cross_replica_sum(engine.cond(solve, all_tasks, combination_only))
+    parts = engine.cross_replica_sum(engine.cond(solve, all_tasks, combination_only))
     return engine.cond(
         solve,
-        lambda: weighting.combine(grads, losses, counts, training=True),
-        lambda: weighting.reuse(grads[0], stored),
+        lambda: weighting.combine_parts(parts, losses, counts, training=True, after=engine.after),
+        lambda: weighting.reuse([ops.cast(g, "float32") for g in parts[0]], stored),
         variables=weighting.variables,
     )
 
@@ -264,21 +271,6 @@ def _one_if(losses):
 
 def _by_id(variables, grads):
     return {id(v): g for v, g in zip(variables, grads)}
-
-
-def _flatten(tensors):
-    return ops.concatenate([ops.reshape(t, (-1,)) for t in tensors], axis=0)
-
-
-def _unflatten(vector, like):
-    parts, start = [], 0
-    for variable in like:
-        size = 1
-        for d in variable.shape:
-            size *= d
-        parts.append(ops.reshape(vector[start:start + size], variable.shape))
-        start += size
-    return parts
 
 
 def representation_gradients(model, x, y, sample_weight, engine):

@@ -69,6 +69,13 @@ class Engine:
         """`true_fn()` or `false_fn()`; both may assign `variables`."""
         return tf.cond(pred, true_fn, false_fn)
 
+    def after(self, value, fn):
+        """`fn()`, its ops run only once `value` is computed (a graph
+        executor would otherwise start independent ops early, each holding
+        its output until its consumer can run)."""
+        with tf.control_dependencies(tf.nest.flatten(value)):
+            return fn()
+
     def apply(self, optimizer, grads, variables):
         optimizer.apply(grads, variables)
 

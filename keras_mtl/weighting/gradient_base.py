@@ -32,6 +32,7 @@ from keras import ops
 from keras_mtl.weighting.base import Weighting
 
 MODES = ("params", "representation")
+GRADIENT_DTYPES = ("float32", "bfloat16")
 
 
 class GradientWeighting(Weighting):
@@ -41,6 +42,12 @@ class GradientWeighting(Weighting):
         mode: `"params"` (exact gradients of the shared variables) or
             `"representation"` (gradients at the shared representation).
             Each method lists the modes it supports in `supported_modes`.
+        gradient_dtype: The dtype the params mode holds the `T` per-task
+            gradients in: `"float32"` (exact) or `"bfloat16"` (half the
+            memory, `T·P·2` bytes for `P` shared parameters; the Gram matrix
+            and the combination are computed in float32 from the rounded
+            gradients, so the update is exact up to bfloat16 rounding of
+            each task's gradient).
         **kwargs: Base layer arguments.
     """
 
@@ -48,14 +55,20 @@ class GradientWeighting(Weighting):
     #: Modes this method supports; subclasses narrow it and say why.
     supported_modes = MODES
 
-    def __init__(self, mode="params", **kwargs):
+    def __init__(self, mode="params", gradient_dtype="float32", **kwargs):
         super().__init__(**kwargs)
         if mode not in self.supported_modes:
             raise ValueError(
                 f"Invalid value received for argument `mode`. {type(self).__name__} "
                 f"supports {self.supported_modes}. Received: mode={mode!r}"
             )
+        if gradient_dtype not in GRADIENT_DTYPES:
+            raise ValueError(
+                "Invalid value received for argument `gradient_dtype`. Expected one "
+                f"of {GRADIENT_DTYPES}. Received: gradient_dtype={gradient_dtype!r}"
+            )
         self.mode = mode
+        self.gradient_dtype = gradient_dtype
 
     def build(self, losses_shape):
         super().build(losses_shape)
@@ -95,17 +108,65 @@ class GradientWeighting(Weighting):
             `(combined, weights)`: the combined gradient, shaped like one
             task's gradient `grads[0]`, and the `(T,)` task weights.
         """
-        vector = self.stack(losses)
         flat = ops.reshape(grads, (len(self.task_names), -1))
         gram = ops.matmul(flat, ops.transpose(flat))
         if cross_replica_sum is not None:
             gram = cross_replica_sum(gram)
-        weights = self.gram_weights(gram, vector, self.labelled(counts), training)
-        weights = ops.cast(ops.stop_gradient(weights), grads.dtype)
-        combined = ops.tensordot(weights, grads, axes=1)
+        weights = self._weights(gram, losses, counts, training)
+        return ops.tensordot(ops.cast(weights, grads.dtype), grads, axes=1), weights
+
+    def combine_parts(self, parts, losses, counts=None, training=True, after=None):
+        """`combine` in params mode, without the `(T, P)` matrix.
+
+        Args:
+            parts: Per task, its gradient as a list of tensors (one per
+                shared variable, in `gradient_dtype`): `parts[t][k]`.
+            losses, counts, training: As in `combine`.
+            after: A backend's `after(value, fn)`: `fn()` computed only once
+                `value` is (the training step passes one); `None`: `fn()`.
+
+        Returns:
+            `(combined, weights)`: the combined gradient as a list like
+            `parts[0]` (float32) and the `(T,)` task weights.
+
+        The Gram matrix is summed variable by variable, and each variable's
+        combination is formed on its own, so nothing but the per-task
+        gradients themselves is held at once (the memory the params mode
+        needs): `after` keeps a graph executor from building every
+        variable's block at once. A method that overrides `combine` gets the
+        stacked matrix.
+        """
+        if type(self).combine is not GradientWeighting.combine:
+            shapes = [p.shape for p in parts[0]]
+            flat = ops.stack([_flatten(p) for p in parts])
+            combined, weights = self.combine(flat, losses, counts, training=training)
+            return _split(combined, shapes), weights
+        def block(k):  # variable k's gradients, (T, size), in float32
+            return ops.stack([ops.cast(ops.reshape(p[k], (-1,)), "float32") for p in parts])
+
+        after = after or (lambda value, fn: fn())
+
+        def add_block(gram, k):
+            stacked = block(k)
+            return gram + ops.matmul(stacked, ops.transpose(stacked))
+
+        gram = ops.zeros((len(parts), len(parts)), "float32")
+        for k in range(len(parts[0])):
+            gram = after(gram, lambda: add_block(gram, k))  # noqa: B023 (called at once)
+        weights = self._weights(gram, losses, counts, training)
+        combined, previous = [], weights
+        for k in range(len(parts[0])):
+            previous = after(previous, lambda: ops.reshape(  # noqa: B023
+                ops.tensordot(weights, block(k), axes=1), parts[0][k].shape))
+            combined.append(previous)
+        return combined, weights
+
+    def _weights(self, gram, losses, counts, training):
+        weights = self.gram_weights(gram, self.stack(losses), self.labelled(counts), training)
+        weights = ops.cast(ops.stop_gradient(weights), "float32")
         if training:
             self.task_weights.assign(weights)
-        return combined, weights
+        return weights
 
     def reuse_plan(self, losses, counts=None):
         """Whether this training step needs the per-task gradients.
@@ -131,7 +192,8 @@ class GradientWeighting(Weighting):
         """A training step that used `weights` from `reuse_plan`.
 
         Args:
-            combined: The combined gradient `Σ_i w_i g_i` (flat, global).
+            combined: The combined gradient `Σ_i w_i g_i` (global): a
+                tensor, or a list of tensors (one per shared variable).
             weights: The `(T,)` weights of `reuse_plan`.
 
         Returns:
@@ -161,4 +223,19 @@ class GradientWeighting(Weighting):
         return self.weighted_sum(losses, self.task_weights)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mode": self.mode, "gradient_dtype": self.gradient_dtype}
+
+
+def _flatten(tensors):
+    return ops.concatenate([ops.reshape(t, (-1,)) for t in tensors], axis=0)
+
+
+def _split(vector, shapes):
+    parts, start = [], 0
+    for shape in shapes:
+        size = 1
+        for d in shape:
+            size *= d
+        parts.append(ops.reshape(vector[start:start + size], shape))
+        start += size
+    return parts

@@ -231,10 +231,11 @@ class NashMTL(GradientWeighting):
         return self._due(labelled), ops.where(labelled, stored, 0.0)
 
     def reuse(self, combined, weights):
-        norm = ops.sqrt(ops.sum(ops.square(combined)))
+        parts = keras.tree.flatten(combined)
+        norm = ops.sqrt(sum(ops.sum(ops.square(p)) for p in parts))
         scale = self._clip(1.0, norm)
         self.step.assign(self.step + 1)
-        return super().reuse(combined * scale, weights * scale)
+        return super().reuse(keras.tree.map_structure(lambda p: p * scale, combined), weights * scale)
 
     def gram_weights(self, gram, losses, labelled, training):
         gram = ops.convert_to_tensor(gram, "float32")
