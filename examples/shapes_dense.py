@@ -37,6 +37,8 @@ import keras
 
 import keras_mtl
 from keras_mtl import cli
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import weighting
 from keras_mtl.datasets import shapes
@@ -111,19 +113,19 @@ def main(argv=None):
                         help=f"comma-separated, from {list(METHODS)} (default: all)")
     parser.add_argument("--tasks", type=_names_argument(TASK_NAMES), default=list(TASK_NAMES),
                         help=f"comma-separated, at least 2 of {list(TASK_NAMES)} (default: all)")
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {defaults['epochs']} ({quick['epochs']} with --quick)")
-    parser.add_argument("--examples", type=cli._positive_int,
+    parser.add_argument("--examples", type=positive_int_argument,
                         help=f"training scenes, default {defaults['examples']} "
                              f"({quick['examples']} with --quick)")
-    parser.add_argument("--test-examples", type=cli._positive_int,
+    parser.add_argument("--test-examples", type=positive_int_argument,
                         help=f"test scenes, default {defaults['validation_examples']} "
                              f"({quick['validation_examples']} with --quick)")
     parser.add_argument("--image-size", type=cli._image_size,
                         default=defaults["image_size"])
-    parser.add_argument("--batch-size", type=cli._positive_int,
+    parser.add_argument("--batch-size", type=positive_int_argument,
                         default=defaults["batch_size"])
-    parser.add_argument("--seed", type=cli._non_negative_int, default=defaults["seed"])
+    parser.add_argument("--seed", type=non_negative_int_argument, default=defaults["seed"])
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch on 64 scenes unless given")

@@ -37,6 +37,9 @@ from keras_mtl import backbones
 from keras_mtl import callbacks as callbacks_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import plots
+from keras_mtl._validation import int_argument
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl.datasets import shapes
 
 SMALL_CNN = "small_cnn"
@@ -131,29 +134,7 @@ def small_cnn(input_shape, filters=(32, 64, 96), name=SMALL_CNN):
 
 
 # --- argument parsing ---------------------------------------------------------
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(
-            f"Expected an integer >= 1. Received: {text!r}"
-        )
-    return value
-
-
-def _image_size(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"Expected an integer >= {MIN_IMAGE_SIZE} (pixels per side). "
-            f"Received: {text!r}"
-        )
-    return value
+_image_size = int_argument(MIN_IMAGE_SIZE, "pixels per side")
 
 
 def _weighting_name(text):
@@ -164,18 +145,6 @@ def _weighting_name(text):
             f"{', '.join(keras_mtl.weighting.names())}. Received: {text!r}"
         )
     return name
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(
-            f"Expected an integer >= 0. Received: {text!r}"
-        )
-    return value
 
 
 def build_parser():
@@ -216,15 +185,15 @@ def build_parser():
         help=f"folder for the model, report and plots (default: {d['output']})",
     )
     demo.add_argument(
-        "--epochs", type=_positive_int, metavar="N",
+        "--epochs", type=positive_int_argument, metavar="N",
         help=f"epochs for every model (default: {d['epochs']})",
     )
     demo.add_argument(
-        "--examples", type=_positive_int, metavar="N",
+        "--examples", type=positive_int_argument, metavar="N",
         help=f"training scenes (default: {d['examples']})",
     )
     demo.add_argument(
-        "--validation-examples", type=_positive_int, metavar="N",
+        "--validation-examples", type=positive_int_argument, metavar="N",
         help=f"validation scenes (default: {d['validation_examples']})",
     )
     demo.add_argument(
@@ -232,7 +201,7 @@ def build_parser():
         help=f"image side in pixels, >= {MIN_IMAGE_SIZE} (default: {d['image_size']})",
     )
     demo.add_argument(
-        "--batch-size", type=_positive_int, default=d["batch_size"], metavar="N",
+        "--batch-size", type=positive_int_argument, default=d["batch_size"], metavar="N",
         help=f"batch size (default: {d['batch_size']})",
     )
     demo.add_argument(
@@ -255,7 +224,7 @@ def build_parser():
         ),
     )
     demo.add_argument(
-        "--seed", type=_non_negative_int, default=d["seed"], metavar="N",
+        "--seed", type=non_negative_int_argument, default=d["seed"], metavar="N",
         help=f"seed of the data and of every model's initialisation (default: {d['seed']})",
     )
     demo.add_argument(

@@ -31,6 +31,9 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl._validation import check_choice
+from keras_mtl._validation import check_int
+from keras_mtl._validation import check_positive_int
 from keras_mtl.training.source_validation import SourceValidation  # noqa: F401  (re-exported)
 
 SCHEDULES = ("round_robin", "proportional", "temperature", "annealed")
@@ -80,11 +83,11 @@ def sampling_probabilities(
     ...                        epoch=5).round(3).tolist()
     [0.608, 0.392]
     """
-    schedule = _check_choice("schedule", schedule, SCHEDULES)
+    schedule = check_choice("schedule", schedule, SCHEDULES)
     temperature, num_epochs = _check_schedule_arguments(schedule, temperature, num_epochs)
     values = list(sizes.values()) if isinstance(sizes, dict) else list(sizes)
     for value in values:
-        _check_positive_int("sizes", value)
+        check_positive_int("sizes", value)
     alpha = _exponent(schedule, temperature, num_epochs, epoch)
     weights = np.asarray(values, np.float64) ** alpha
     return weights / weights.sum()
@@ -108,7 +111,7 @@ def epoch_length(sizes, probabilities, epoch="longest"):
     >>> epoch_length([30, 10], [0.5, 0.5], "shortest")
     20
     """
-    epoch = _check_choice("epoch", epoch, EPOCHS)
+    epoch = check_choice("epoch", epoch, EPOCHS)
     sizes = [int(s) for s in (sizes.values() if isinstance(sizes, dict) else sizes)]
     if epoch == "sum":
         return sum(sizes)
@@ -247,19 +250,19 @@ def interleave(
     ([0.0, 0.0], [1.0, 1.0])
     """
     sources = _check_datasets("datasets", datasets)
-    schedule = _check_choice("schedule", schedule, SCHEDULES)
+    schedule = check_choice("schedule", schedule, SCHEDULES)
     temperature, num_epochs = _check_schedule_arguments(schedule, temperature, num_epochs)
-    epoch = _check_choice("epoch", epoch, EPOCHS)
+    epoch = check_choice("epoch", epoch, EPOCHS)
     if steps_per_epoch is not None:
-        steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
+        steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
     sizes = _check_sizes(sizes, sources)
     if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         sources = {name: ds.batch(batch_size) for name, ds in sources.items()}
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
-    seed = _check_int("seed", seed, minimum=0)
-    initial_epoch = _check_int("initial_epoch", initial_epoch, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
 
     mixer = _Mixer(sources, map_fn)
     padded = mixer.padded()
@@ -563,28 +566,6 @@ def _check_datasets(argument, datasets):
     return dict(datasets)
 
 
-def _check_choice(argument, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected one of "
-            f"{choices}. Received: {argument}={value!r}"
-        )
-    return value
-
-
-def _check_int(argument, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an integer "
-            f">= {minimum}. Received: {argument}={value!r}"
-        )
-    return int(value)
-
-
-def _check_positive_int(argument, value):
-    return _check_int(argument, value, minimum=1)
-
-
 def _check_schedule_arguments(schedule, temperature, num_epochs):
     if schedule == "temperature":
         ok = (
@@ -614,7 +595,7 @@ def _check_schedule_arguments(schedule, temperature, num_epochs):
                 "needs the number of epochs E (α goes from 1 at epoch 1 to 0.2 at "
                 "epoch E). Received: num_epochs=None"
             )
-        num_epochs = _check_positive_int("num_epochs", num_epochs)
+        num_epochs = check_positive_int("num_epochs", num_epochs)
     elif num_epochs is not None:
         raise ValueError(
             "Invalid value received for argument `num_epochs`. It is only used with "
@@ -638,7 +619,7 @@ def _check_sizes(sizes, sources):
             "Invalid value received for argument `sizes`. Expected keys among the "
             f"sources {list(sources)}. Received unknown keys {unknown}."
         )
-    return {name: _check_positive_int(f"sizes[{name!r}]", n) for name, n in sizes.items()}
+    return {name: check_positive_int(f"sizes[{name!r}]", n) for name, n in sizes.items()}
 
 
 def _check_map_fn(map_fn, sources):

@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import tasks as tasks_lib
+from keras_mtl._validation import check_bool
 from keras_mtl.models import MultiTaskModel
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -84,15 +85,6 @@ def _check_model(model):
             "model (its variables are what gets exported). Received a model "
             "that was never built: build it (call it on a batch) first."
         )
-
-
-def _check_flag(argument, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected True "
-            f"or False. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def _check_input_name(input_name):
@@ -418,8 +410,8 @@ def export_saved_model(
     _check_model(model)
     input_name = _check_input_name(input_name)
     task_signatures = _check_task_signatures(model, task_signatures)
-    image_bytes = _check_flag("image_bytes", image_bytes)
-    overwrite = _check_flag("overwrite", overwrite)
+    image_bytes = check_bool("image_bytes", image_bytes)
+    overwrite = check_bool("overwrite", overwrite)
     threshold = _check_threshold(threshold)
     for task in model.tasks:
         _check_names(task)
@@ -678,7 +670,7 @@ def export_tflite(
     """
     _check_model(model)
     input_name = _check_input_name(input_name)
-    overwrite = _check_flag("overwrite", overwrite)
+    overwrite = check_bool("overwrite", overwrite)
     if not (isinstance(quantization, str) or quantization is None) or (
         quantization not in QUANTIZATIONS
     ):

@@ -87,6 +87,7 @@ import keras
 import keras_tuner
 
 from keras_mtl import objectives as objectives_lib
+from keras_mtl._validation import check_bool
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.backbones import application_names
@@ -421,12 +422,7 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
                 f"Received: weights={weights!r}"
             )
         self.weights = weights
-        if not isinstance(trainable_backbone, bool):
-            raise ValueError(
-                "Invalid value received for argument `trainable_backbone`. "
-                f"Expected True or False. Received: trainable_backbone={trainable_backbone!r}"
-            )
-        self.trainable_backbone = trainable_backbone
+        self.trainable_backbone = check_bool("trainable_backbone", trainable_backbone)
         self.weighting_kwargs = self._check_weighting_kwargs(weighting_kwargs)
 
     # --- argument checks -------------------------------------------------------

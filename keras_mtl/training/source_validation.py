@@ -10,6 +10,8 @@ when there are `tf.data` sources to validate.
 
 import keras
 
+from keras_mtl._validation import check_positive_int
+
 
 class SourceValidation(keras.callbacks.Callback):
     """Evaluates the model on each source at epoch end, source by source.
@@ -70,12 +72,12 @@ class SourceValidation(keras.callbacks.Callback):
                     "`.take(n)`)."
                 )
         if batch_size is not None:
-            batch_size = data_lib._check_positive_int("batch_size", batch_size)
+            batch_size = check_positive_int("batch_size", batch_size)
             self.datasets = {n: ds.batch(batch_size) for n, ds in self.datasets.items()}
         data_lib._Mixer(self.datasets, map_fn)  # Spec errors now rather than at train begin.
         self.batch_size = batch_size
         self.map_fn = map_fn
-        self.frequency = data_lib._check_positive_int("frequency", frequency)
+        self.frequency = check_positive_int("frequency", frequency)
         self.verbose = verbose
         self._padded = None
 
