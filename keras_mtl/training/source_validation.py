@@ -4,7 +4,7 @@ epoch end, with `val_<source>_<task>_<metric>` added to the logs.
 `MultiTaskModel.fit(validation_data={source: dataset})` builds this callback,
 so it lives beside the training step rather than with the data pipelines
 (`keras_mtl.data`, which imports TensorFlow): the sources are padded to the
-model's tasks by `keras_mtl.data` when the callback is built, that is only
+model's tasks by `keras_mtl.data.sources` when the callback is built, that is only
 when there are `tf.data` sources to validate.
 """
 
@@ -60,10 +60,10 @@ class SourceValidation(keras.callbacks.Callback):
         # `validation_data`) does not import TensorFlow.
         import tensorflow as tf
 
-        from keras_mtl import data as data_lib
+        from keras_mtl.data import sources
 
         super().__init__()
-        self.datasets = data_lib._check_datasets("datasets", datasets)
+        self.datasets = sources.check_datasets("datasets", datasets)
         for name, ds in self.datasets.items():
             if int(ds.cardinality()) == tf.data.INFINITE_CARDINALITY:
                 raise ValueError(
@@ -74,7 +74,7 @@ class SourceValidation(keras.callbacks.Callback):
         if batch_size is not None:
             batch_size = check_positive_int("batch_size", batch_size)
             self.datasets = {n: ds.batch(batch_size) for n, ds in self.datasets.items()}
-        data_lib._Mixer(self.datasets, map_fn)  # Spec errors now rather than at train begin.
+        sources.Mixer(self.datasets, map_fn)  # Spec errors now rather than at train begin.
         self.batch_size = batch_size
         self.map_fn = map_fn
         self.frequency = check_positive_int("frequency", frequency)
@@ -84,9 +84,9 @@ class SourceValidation(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
-        from keras_mtl import data as data_lib
+        from keras_mtl.data import sources
 
-        mixer = data_lib._Mixer(self.datasets, self.map_fn, data_lib._task_label_specs(self.model))
+        mixer = sources.Mixer(self.datasets, self.map_fn, sources.task_label_specs(self.model))
         self._padded = {
             name: (ds.prefetch(tf.data.AUTOTUNE), mixer.own_tasks[name])
             for name, ds in mixer.padded().items()
