@@ -60,7 +60,8 @@ lists a model's boundaries, `cut_backbone(model, fraction)` applies one.
 
 Backbones: a `keras.applications` name (built with `weights=`, None by
 default, and its own preprocessing inside the model), `"small_cnn"`
-(`small_cnn`, a few strided convolutions: fast, for small images and tests),
+(`keras_mtl.backbones.small_cnn`, a few strided convolutions: fast, for small
+images and tests),
 or your own factory `f(input_shape) -> keras.Model` (pass
 `backbones={"mine": f, ...}` to name it).
 
@@ -92,9 +93,10 @@ from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.backbones import application_names
 from keras_mtl.backbones import check_input_shape
-from keras_mtl.backbones import _graph
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
+from keras_mtl.backbones import small_cnn
+from keras_mtl.backbones.graph import operations
 from keras_mtl.models import MultiTaskModel
 from keras_mtl.weighting import space
 
@@ -102,44 +104,6 @@ DEFAULT_LEARNING_RATE = 1e-3
 
 
 # --- backbones ---------------------------------------------------------------
-def small_cnn(input_shape, filters=(16, 32, 64), name="small_cnn"):
-    """A small CNN trunk: one 3x3 stride-2 ReLU convolution per entry of
-    `filters`, after a 1/255 rescaling (it takes raw 0-255 images).
-
-    Each convolution ends a block, so every one is a branch point.
-
-    Args:
-        input_shape: `(height, width, channels)`.
-        filters: Number of filters of each convolution.
-        name: Name of the model.
-
-    Returns:
-        A Functional `keras.Model` from images to a feature map.
-
-    Example:
-
-    >>> trunk = small_cnn((32, 32, 3))
-    >>> tuple(trunk.output.shape)
-    (None, 4, 4, 64)
-    """
-    input_shape = check_input_shape(input_shape)
-    filters = tuple(filters)
-    if not filters or not all(
-        isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters
-    ):
-        raise ValueError(
-            "Invalid value received for argument `filters`. Expected a "
-            f"non-empty tuple of positive integers. Received: filters={filters!r}"
-        )
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255.0, name="rescaling")(inputs)
-    for i, width in enumerate(filters):
-        x = keras.layers.Conv2D(
-            width, 3, strides=2, padding="same", activation="relu", name=f"block{i}_conv"
-        )(x)
-    return keras.Model(inputs, x, name=name)
-
-
 #: Backbones known by name besides `keras.applications`.
 BUILTIN_BACKBONES = {"small_cnn": small_cnn}
 
@@ -174,7 +138,7 @@ def cut_backbone(model, fraction):
             "feature-map output that ends a block). Use `branch_points=(1.0,)` "
             "or a Functional backbone."
         )
-    depth = len(_graph(model)) - 1
+    depth = len(operations(model)) - 1
     before = [p for p in points if p[0] <= fraction * depth]
     index, name = before[-1] if before else points[0]
     if index == depth:
