@@ -28,7 +28,7 @@ import sys
 import keras
 
 import keras_mtl
-from keras_mtl import cli
+from keras_mtl import demo
 from keras_mtl._validation import non_negative_int_argument
 from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
@@ -102,7 +102,7 @@ def main(argv=None):
     image_shape = (32, 32, 3)
     tasks = make_tasks()
     model = keras_mtl.build_model(
-        cli.small_cnn(image_shape), tasks, input_shape=image_shape, head_units=(128,),
+        demo.demo_trunk(image_shape), tasks, input_shape=image_shape, head_units=(128,),
         name="cifar10_animal",
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=args.weighting)
@@ -116,7 +116,7 @@ def main(argv=None):
     rows = [[task, metric, f"{value:.4f}"]
             for task, values in found.items() for metric, value in values.items()]
     print("\nTest split:\n")
-    print(cli._markdown_table(["task", "metric", "value"], rows))
+    print(demo.markdown_table(["task", "metric", "value"], rows))
     return history, found
 
 

@@ -31,6 +31,7 @@ import keras
 
 import keras_mtl
 from keras_mtl import cli
+from keras_mtl import demo
 from keras_mtl._validation import non_negative_int_argument
 from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
@@ -122,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--test-examples", type=positive_int_argument,
                         help=f"test pairs, default {DEFAULTS['test_examples']} "
                              f"({QUICK['test_examples']} with --quick)")
-    parser.add_argument("--image-size", type=cli._image_size, default=32)
+    parser.add_argument("--image-size", type=cli.image_size_argument, default=32)
     parser.add_argument("--batch-size", type=positive_int_argument, default=64)
     parser.add_argument("--seed", type=non_negative_int_argument, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
@@ -174,7 +175,7 @@ def main(argv=None):
                      f"{seconds[method]:.0f}"])
     print("\nTest pairs; Δm: mean over tasks of the signed relative change against the "
           "single-task baselines (negative: better).\n")
-    print(cli._markdown_table(headers, rows))
+    print(demo.markdown_table(headers, rows))
     total = time.perf_counter() - started
     # CPU time too: on a shared machine, wall time depends on the other jobs.
     cpu = time.process_time() - cpu_started

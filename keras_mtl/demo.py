@@ -1,7 +1,5 @@
-"""The `keras-mtl` command line.
-
-`keras-mtl demo` is the project's end-to-end check (what `make demo` runs): on
-the embedded shapes scenes it trains a HydraNet (one shared trunk; heads for
+"""The demo behind `keras-mtl demo`, the project's end-to-end check (what
+`make demo` runs): on the embedded shapes scenes it trains a HydraNet (one shared trunk; heads for
 the class of the largest shape, its size, a segmentation map and a depth map;
 its losses combined by a `keras_mtl.weighting` method) and one single-task
 baseline per task from the same builder, evaluates all of them on the
@@ -21,12 +19,9 @@ LibMTL), and writes to `--output`:
 - `results.json`: the same numbers, for scripts.
 """
 
-import argparse
 import json
-import logging
 import os
 import platform
-import sys
 import time
 
 import keras
@@ -37,12 +32,11 @@ from keras_mtl import backbones
 from keras_mtl import callbacks as callbacks_lib
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import plots
-from keras_mtl._validation import int_argument
-from keras_mtl._validation import non_negative_int_argument
-from keras_mtl._validation import positive_int_argument
 from keras_mtl.datasets import shapes
 
 SMALL_CNN = "small_cnn"
+#: Channels of the demo trunk's blocks (`demo_trunk`).
+TRUNK_FILTERS = (32, 64, 96)
 
 #: Defaults of `keras-mtl demo`, chosen to train something meaningful (shape
 #: accuracy well above chance, segmentation mIoU well above background-only)
@@ -73,6 +67,7 @@ QUICK_DEFAULTS = {
     "validation_examples": 32,
     "image_size": 32,
 }
+#: The smallest image side the demo's data and trunk take.
 MIN_IMAGE_SIZE = 32
 
 
@@ -98,188 +93,28 @@ def demo_tasks():
     ]
 
 
-def small_cnn(input_shape, filters=(32, 64, 96), name=SMALL_CNN):
-    """The demo's default trunk: three stride-2 stages of two 3x3 convolutions.
+def demo_trunk(input_shape, filters=TRUNK_FILTERS):
+    """The demo's default trunk, `keras_mtl.backbones.small_cnn` with three
+    blocks of two convolutions and batch norm (six convolutions).
 
-    It takes raw 0-255 images (it rescales them itself) and gives a feature
-    map 8 times smaller than the image. Its BatchNormalization layers use
-    momentum 0.9, so their moving statistics, and hence validation metrics,
-    are usable after a few hundred steps (keras.applications models use
-    0.99-0.999, made for long ImageNet runs).
+    It takes raw 0-255 images and gives a feature map 8 times smaller than
+    the image. The examples and `benchmarks/bench_quality.py` use it too.
 
     Args:
         input_shape: `(height, width, channels)` of the images.
-        filters: Channels of each stage.
-        name: Name of the model.
+        filters: Channels of each block.
 
     Returns:
         A Functional `keras.Model`.
 
     Example:
 
-    >>> small_cnn((32, 32, 3)).output.shape
+    >>> demo_trunk((32, 32, 3)).output.shape
     (None, 4, 4, 96)
     """
-    images = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(images)
-    for stage, width in enumerate(filters):
-        for conv, strides in enumerate((2, 1)):
-            prefix = f"stage{stage}_conv{conv}"
-            x = keras.layers.Conv2D(
-                width, 3, strides=strides, padding="same", use_bias=False, name=prefix
-            )(x)
-            x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
-            x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
-    return keras.Model(images, x, name=name)
-
-
-# --- argument parsing ---------------------------------------------------------
-_image_size = int_argument(MIN_IMAGE_SIZE, "pixels per side")
-
-
-def _weighting_name(text):
-    name = text.lower()
-    if keras_mtl.weighting.get_class(name) is None:
-        raise argparse.ArgumentTypeError(
-            "Expected a keras_mtl.weighting name, one of "
-            f"{', '.join(keras_mtl.weighting.names())}. Received: {text!r}"
-        )
-    return name
-
-
-def build_parser():
-    """The `keras-mtl` argument parser.
-
-    Example:
-
-    >>> args = build_parser().parse_args(["demo", "--quick", "--epochs", "2"])
-    >>> args.command, args.quick, args.epochs, args.examples
-    ('demo', True, 2, None)
-    """
-    parser = argparse.ArgumentParser(
-        prog="keras-mtl",
-        description="Multi-task (multi-output) models for Keras 3.",
+    return backbones.small_cnn(
+        input_shape, filters, convs_per_block=2, batch_norm=True, name=SMALL_CNN
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {keras_mtl.__version__}"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
-
-    quick = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULTS.items())
-    demo = commands.add_parser(
-        "demo",
-        help="train a HydraNet and its single-task baselines on shapes scenes",
-        description=(
-            "Trains a multi-task model (heads: shape class, size, segmentation, "
-            "depth) and one single-task model per task on the embedded shapes "
-            "scenes, prints a per-task table with Δm (mean relative change "
-            "against the single-task models; negative: multi-task is better), "
-            "and writes hydranet.keras, report.md, learning_curves.png, "
-            "task_weights.png, gradient_conflict.png and results.json to "
-            "--output. The defaults take a few minutes on a 2-core CPU."
-        ),
-    )
-    d = DEMO_DEFAULTS
-    demo.add_argument(
-        "--output", default=d["output"], metavar="DIR",
-        help=f"folder for the model, report and plots (default: {d['output']})",
-    )
-    demo.add_argument(
-        "--epochs", type=positive_int_argument, metavar="N",
-        help=f"epochs for every model (default: {d['epochs']})",
-    )
-    demo.add_argument(
-        "--examples", type=positive_int_argument, metavar="N",
-        help=f"training scenes (default: {d['examples']})",
-    )
-    demo.add_argument(
-        "--validation-examples", type=positive_int_argument, metavar="N",
-        help=f"validation scenes (default: {d['validation_examples']})",
-    )
-    demo.add_argument(
-        "--image-size", type=_image_size, metavar="S",
-        help=f"image side in pixels, >= {MIN_IMAGE_SIZE} (default: {d['image_size']})",
-    )
-    demo.add_argument(
-        "--batch-size", type=positive_int_argument, default=d["batch_size"], metavar="N",
-        help=f"batch size (default: {d['batch_size']})",
-    )
-    demo.add_argument(
-        "--backbone", default=d["backbone"], metavar="NAME",
-        help=(
-            f"shared trunk: {SMALL_CNN!r} (default), a 6-convolution CNN defined "
-            "in keras_mtl.cli that trains from scratch in seconds per epoch on a "
-            "CPU, or a keras.applications name such as MobileNetV3Small (random "
-            "init: on a 2-core CPU each of the 5 models then takes ~30 s just to "
-            "trace, and BatchNorm momentum 0.999 keeps validation metrics poor "
-            "for the first thousands of steps)"
-        ),
-    )
-    demo.add_argument(
-        "--weighting", type=_weighting_name, default=d["weighting"], metavar="NAME",
-        help=(
-            "how the multi-task model combines its task losses: a "
-            "keras_mtl.weighting name such as equal, uncertainty, dwa, famo, "
-            f"pcgrad, mgda (default: {d['weighting']})"
-        ),
-    )
-    demo.add_argument(
-        "--seed", type=non_negative_int_argument, default=d["seed"], metavar="N",
-        help=f"seed of the data and of every model's initialisation (default: {d['seed']})",
-    )
-    demo.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), metavar="{0,1,2}",
-        help=(
-            "Keras fit verbosity: 1 progress bar, 2 one line per epoch, 0 "
-            "silent (default: 1 on a terminal, 2 otherwise, e.g. in CI logs)"
-        ),
-    )
-    demo.add_argument(
-        "--quick", action="store_true",
-        help=f"smoke run: {quick} unless given (for tests)",
-    )
-    # The subcommand's own parser reports its errors ("keras-mtl demo: error").
-    demo.set_defaults(handler=_demo_command, parser=demo)
-    return parser
-
-
-def main(argv=None):
-    """Runs `keras-mtl` with `argv` (default: `sys.argv[1:]`); returns 0.
-
-    Argument errors exit through argparse (status 2, message on stderr).
-    """
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
-
-
-def _demo_command(args):
-    settings = {
-        key: getattr(args, key)
-        for key in ("output", "batch_size", "backbone", "weighting", "seed")
-    }
-    for key in ("epochs", "examples", "validation_examples", "image_size"):
-        given = getattr(args, key)
-        if given is None:
-            given = QUICK_DEFAULTS[key] if args.quick else DEMO_DEFAULTS[key]
-        settings[key] = given
-    if settings["backbone"] != SMALL_CNN:
-        # Fail before any data or training, with the builder's own message
-        # (close names for a typo, the accepted sizes for a too-small image).
-        try:
-            backbones.resolve_backbone(
-                settings["backbone"], (settings["image_size"],) * 2 + (3,)
-            )
-        except ValueError as error:
-            args.parser.error(f"argument --backbone: {error}")
-    verbose = args.verbose
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    # Every model builds its own tf.functions, which TensorFlow reports as
-    # "excessive retracing"; that is expected here, so keep the log readable.
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    run_demo(**settings, quick=args.quick, verbose=verbose)
-    return 0
-
 
 # --- the demo -----------------------------------------------------------------
 def run_demo(
@@ -348,7 +183,7 @@ def run_demo(
 
     def train(model_tasks, label, weighting_name=None, diagnostics=()):
         keras.utils.set_random_seed(seed)
-        trunk = small_cnn(image_shape) if backbone == SMALL_CNN else backbone
+        trunk = demo_trunk(image_shape) if backbone == SMALL_CNN else backbone
         model = keras_mtl.build_model(
             trunk, model_tasks, input_shape=image_shape, head_units=(64,),
             name=label.replace("-", "_").replace(" ", "_"),
@@ -429,7 +264,7 @@ def run_demo(
     )
 
     rows = _result_rows(tasks, mtl, stl, higher)
-    table = _markdown_table(
+    table = markdown_table(
         ["task", "metric", "goal", "multi-task", "single-task", "relative change"], rows
     )
     delta_line = _delta_line(delta, delta_note)
@@ -583,7 +418,16 @@ def _delta_line(delta, note):
     )
 
 
-def _markdown_table(headers, rows):
+def markdown_table(headers, rows):
+    """A Markdown table of `rows` under `headers`, columns padded to align.
+
+    Example:
+
+    >>> print(markdown_table(["task", "Δ"], [["age", "+1.0"]]))
+    | task | Δ    |
+    |------|------|
+    | age  | +1.0 |
+    """
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
 
     def line(cells):
@@ -620,7 +464,7 @@ def _diagnostics_section(diagnostics):
         "",
         "Task weights given by the weighting method (epoch means):",
         "",
-        _markdown_table(
+        markdown_table(
             ["task", "first epoch", f"last epoch ({weights['epochs'][-1]})"], weight_rows
         ),
         "",
@@ -631,7 +475,7 @@ def _diagnostics_section(diagnostics):
         "(negative: the tasks pull the shared features in opposite directions, "
         "the signal of negative transfer):",
         "",
-        _markdown_table(["tasks", "mean", "last epoch", "lowest", "highest"], cosine_rows),
+        markdown_table(["tasks", "mean", "last epoch", "lowest", "highest"], cosine_rows),
         "",
         "![Gradient cosine similarity](gradient_conflict.png)",
         "",
@@ -677,16 +521,13 @@ def _report(table, delta_line, settings, command, timings, reload_error, diagnos
         *_diagnostics_section(diagnostics),
         "## Settings",
         "",
-        _markdown_table(["setting", "value"], settings_rows),
+        markdown_table(["setting", "value"], settings_rows),
         "",
         f"To run it again: `{command}`",
         "",
         "## Timings (seconds)",
         "",
-        _markdown_table(["step", "seconds"], timing_rows),
+        markdown_table(["step", "seconds"], timing_rows),
         "",
     ])
 
-
-if __name__ == "__main__":
-    sys.exit(main())
