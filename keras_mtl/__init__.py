@@ -3,11 +3,13 @@
 Build a model with one shared backbone and one head per task, train it with
 plain `model.fit`, weight its losses with the methods of the MTL literature.
 
-Submodules and the top-level names are imported on first use (PEP 562), so
 `import keras_mtl` imports neither TensorFlow, KerasTuner nor TensorFlow
 Datasets: a JAX user who builds, compiles and fits a model never loads them.
-The TF-only features (`data` pipelines, `export`, `tuning`) import them when
-they are used.
+The modules that define Keras-serializable classes (tasks, the model,
+weighting methods, architectures, ...) are imported with the package, so that
+`keras.saving.load_model` finds them by their registered names; they need
+only Keras. The others, and the TF-only features (`data` pipelines, `export`,
+`tuning`, `datasets`), are imported on first use (PEP 562).
 
 Example:
 
@@ -57,6 +59,21 @@ _ATTRIBUTES = {
 
 __all__ = sorted((*_SUBMODULES, *_ATTRIBUTES))
 
+# Modules holding `keras.saving.register_keras_serializable` classes: a
+# `.keras` file names them ("keras_mtl>MultiTaskModel"), and Keras finds them
+# only once registered, so these are imported now (Keras only, no TensorFlow).
+_SERIALIZABLE = (
+    "adversarial",
+    "architectures",
+    "distillation",
+    "models",
+    "objectives",
+    "optimizers",
+    "preprocessing",
+    "tasks",
+    "weighting",
+)
+
 
 def __getattr__(name):
     if name in _SUBMODULES:
@@ -71,3 +88,8 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *__all__})
+
+
+for _name in _SERIALIZABLE:
+    __getattr__(_name)
+del _name

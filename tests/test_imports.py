@@ -66,6 +66,35 @@ def test_build_compile_fit_on_jax_loads_no_tensorflow():
     assert run_fresh(textwrap.dedent(code) + LOADED) == []
 
 
+def test_a_keras_file_loads_after_import_keras_mtl_alone(tmp_path):
+    """`.keras` files name keras_mtl's classes; `import keras_mtl` registers
+    them (lazy submodules must not break loading in a fresh process)."""
+    path = str(tmp_path / "model.keras")
+    save = f"""
+    import keras
+    import keras_mtl
+
+    trunk = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, strides=2)])
+    tasks = [keras_mtl.tasks.Regression("a"), keras_mtl.tasks.BinaryClassification("b")]
+    model = keras_mtl.build_model(trunk, tasks, head_units=(4,),
+                                  architecture=keras_mtl.architectures.MMoE(num_experts=2))
+    model.compile(weighting="uncertainty")
+    model.save({path!r})
+    print("[]")
+    """
+    run_fresh(save)
+    load = f"""
+    import json, sys
+    import keras
+    import keras_mtl
+
+    model = keras.saving.load_model({path!r})
+    print(json.dumps([type(model).__name__, type(model.weighting).__name__,
+                      [m for m in {HEAVY!r} if m in sys.modules]]))
+    """
+    assert run_fresh(load) == ["MultiTaskModel", "Uncertainty", []]
+
+
 def test_every_public_name_resolves():
     code = """
     import json
