@@ -17,7 +17,7 @@ Datasets (embedded, offline):
 - digit_pairs: 32 px MultiMNIST-style pairs of real handwritten digits,
   `left` and `right` (10 classes each: accuracy).
 
-Model: the trunk is `keras_mtl.cli.small_cnn` (three stride-2 stages of two
+Model: the trunk is `keras_mtl.demo.demo_trunk` (three stride-2 stages of two
 3x3 convolutions with batch norm; 32, 64 and 96 channels); for digit pairs it
 is followed, as in the MultiMNIST literature (Sener & Koltun 2018), by a
 shared fully connected layer of 256 units (vector heads average-pool a
@@ -78,11 +78,11 @@ QUICK_METHODS = ("equal", "pcgrad")
 
 # --- what is trained ------------------------------------------------------------
 def dataset_tasks(dataset):
-    from keras_mtl import cli
+    from keras_mtl import demo
     from keras_mtl import tasks as T
 
     if dataset == "shapes":
-        return cli.demo_tasks()
+        return demo.demo_tasks()
     return [T.MulticlassClassification("left", 10), T.MulticlassClassification("right", 10)]
 
 
@@ -138,16 +138,16 @@ def same_as_equal(name, tasks, y_train):
 
 
 def trunk(dataset, image_shape, filters, features):
-    """The shared trunk: `small_cnn`'s feature map for shapes (dense heads
+    """The shared trunk: `demo_trunk`'s feature map for shapes (dense heads
     need one); for digit pairs, as in the MultiMNIST literature (Sener &
     Koltun 2018), a shared vector from a fully connected layer, which keeps
     where each digit is (vector heads average-pool a feature map, losing
     left from right)."""
     import keras
 
-    from keras_mtl import cli
+    from keras_mtl import demo
 
-    cnn = cli.small_cnn(image_shape, filters=tuple(filters))
+    cnn = demo.demo_trunk(image_shape, filters=tuple(filters))
     if dataset == "shapes":
         return cnn
     x = keras.layers.Flatten(name="flatten")(cnn.output)
@@ -170,7 +170,6 @@ def run_job(job):
     import keras
 
     import keras_mtl
-    from keras_mtl import cli
     from keras_mtl import metrics as metrics_lib
 
     dataset, model_name, seed = job["dataset"], job["model"], job["seed"]

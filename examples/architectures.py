@@ -4,7 +4,7 @@ Beyond one shared trunk (issue 8, seed 000's answers to task interference):
 the same four vector tasks of the shapes scenes -- `shape` (class of the
 largest shape), `count` (1 to 3), `size` and `position` of the largest shape
 -- learnt by one model per architecture, all from the demo's 6-convolution CNN
-(`keras_mtl.cli.small_cnn`), read against single-task baselines with Δm
+(`keras_mtl.demo.demo_trunk`), read against single-task baselines with Δm
 (Maninis et al. 2019; negative: the multi-task model is better):
 
 - `hard`: hard parameter sharing, every head reads the trunk's output;
@@ -33,6 +33,9 @@ import keras
 import keras_mtl
 from keras_mtl import architectures
 from keras_mtl import cli
+from keras_mtl import demo
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.datasets import shapes
 
@@ -66,7 +69,7 @@ def train_and_evaluate(tasks, architecture, data, args):
     keras.utils.set_random_seed(args.seed)  # every trunk starts the same
     image_shape = x_train.shape[1:]
     model = keras_mtl.build_model(
-        cli.small_cnn(image_shape), tasks, input_shape=image_shape, head_units=(64,),
+        demo.demo_trunk(image_shape), tasks, input_shape=image_shape, head_units=(64,),
         architecture=architecture,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -82,21 +85,21 @@ def train_and_evaluate(tasks, architecture, data, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults, quick = cli.DEMO_DEFAULTS, cli.QUICK_DEFAULTS
+    defaults, quick = demo.DEMO_DEFAULTS, demo.QUICK_DEFAULTS
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES),
                         help=f"comma-separated, from {list(ARCHITECTURES)} (default: all)")
-    parser.add_argument("--weighting", type=cli._weighting_name, default="equal",
+    parser.add_argument("--weighting", type=cli.weighting_argument, default="equal",
                         help="a keras_mtl.weighting name (default: equal)")
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {defaults['epochs']} ({quick['epochs']} with --quick)")
-    parser.add_argument("--examples", type=cli._positive_int,
+    parser.add_argument("--examples", type=positive_int_argument,
                         help=f"training scenes, default {defaults['examples']} "
                              f"({quick['examples']} with --quick)")
-    parser.add_argument("--test-examples", type=cli._positive_int,
+    parser.add_argument("--test-examples", type=positive_int_argument,
                         help=f"test scenes, default {defaults['validation_examples']} "
                              f"({quick['validation_examples']} with --quick)")
-    parser.add_argument("--batch-size", type=cli._positive_int, default=defaults["batch_size"])
-    parser.add_argument("--seed", type=cli._non_negative_int, default=defaults["seed"])
+    parser.add_argument("--batch-size", type=positive_int_argument, default=defaults["batch_size"])
+    parser.add_argument("--seed", type=non_negative_int_argument, default=defaults["seed"])
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch on 64 scenes unless given")
@@ -153,7 +156,7 @@ def main(argv=None):
                      f"{result['parameters']:,}", f"{result['seconds']:.0f}"])
     print("\nTest split; Δm: mean over tasks of the signed relative change against the "
           "single-task baselines (negative: better).\n")
-    print(cli._markdown_table(headers, rows))
+    print(demo.markdown_table(headers, rows))
     total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     print(f"\n{len(results) + len(names)} models in {total:.0f} s ({cpu:.0f} s of CPU time)",
           flush=True)

@@ -28,7 +28,9 @@ import sys
 import keras
 
 import keras_mtl
-from keras_mtl import cli
+from keras_mtl import demo
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.datasets import cifar10_animal
@@ -68,17 +70,17 @@ def load(split, max_examples, batch_size, data_dir, shuffle_seed=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {DEFAULTS['epochs']} ({QUICK['epochs']} with --quick)")
-    parser.add_argument("--max-examples", type=cli._non_negative_int,
+    parser.add_argument("--max-examples", type=non_negative_int_argument,
                         help="examples per split, 0 for all (default; 64 with --quick)")
-    parser.add_argument("--batch-size", type=cli._positive_int, default=128)
+    parser.add_argument("--batch-size", type=positive_int_argument, default=128)
     parser.add_argument("--weighting", type=weighting_argument, default=None,
                         help="loss weighting: none (the plain sum, as in the seed) or a "
                              "keras_mtl.weighting name such as uncertainty, dwa, pcgrad")
     parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
                         help="tensorflow-datasets data folder (default: its own)")
-    parser.add_argument("--seed", type=cli._non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int_argument, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch on 64 examples unless given")
@@ -100,7 +102,7 @@ def main(argv=None):
     image_shape = (32, 32, 3)
     tasks = make_tasks()
     model = keras_mtl.build_model(
-        cli.small_cnn(image_shape), tasks, input_shape=image_shape, head_units=(128,),
+        demo.demo_trunk(image_shape), tasks, input_shape=image_shape, head_units=(128,),
         name="cifar10_animal",
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=args.weighting)
@@ -114,7 +116,7 @@ def main(argv=None):
     rows = [[task, metric, f"{value:.4f}"]
             for task, values in found.items() for metric, value in values.items()]
     print("\nTest split:\n")
-    print(cli._markdown_table(["task", "metric", "value"], rows))
+    print(demo.markdown_table(["task", "metric", "value"], rows))
     return history, found
 
 

@@ -31,6 +31,9 @@ import keras
 
 import keras_mtl
 from keras_mtl import cli
+from keras_mtl import demo
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import weighting
 from keras_mtl.datasets import digit_pairs
@@ -112,17 +115,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", type=methods_argument, default=list(METHODS),
                         help=f"comma-separated, from {list(METHODS)} (default: all)")
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {DEFAULTS['epochs']} ({QUICK['epochs']} with --quick)")
-    parser.add_argument("--examples", type=cli._positive_int,
+    parser.add_argument("--examples", type=positive_int_argument,
                         help=f"training pairs, default {DEFAULTS['examples']} "
                              f"({QUICK['examples']} with --quick)")
-    parser.add_argument("--test-examples", type=cli._positive_int,
+    parser.add_argument("--test-examples", type=positive_int_argument,
                         help=f"test pairs, default {DEFAULTS['test_examples']} "
                              f"({QUICK['test_examples']} with --quick)")
-    parser.add_argument("--image-size", type=cli._image_size, default=32)
-    parser.add_argument("--batch-size", type=cli._positive_int, default=64)
-    parser.add_argument("--seed", type=cli._non_negative_int, default=0)
+    parser.add_argument("--image-size", type=cli.image_size_argument, default=32)
+    parser.add_argument("--batch-size", type=positive_int_argument, default=64)
+    parser.add_argument("--seed", type=non_negative_int_argument, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch on 128 pairs unless given")
@@ -172,7 +175,7 @@ def main(argv=None):
                      f"{seconds[method]:.0f}"])
     print("\nTest pairs; Δm: mean over tasks of the signed relative change against the "
           "single-task baselines (negative: better).\n")
-    print(cli._markdown_table(headers, rows))
+    print(demo.markdown_table(headers, rows))
     total = time.perf_counter() - started
     # CPU time too: on a shared machine, wall time depends on the other jobs.
     cpu = time.process_time() - cpu_started

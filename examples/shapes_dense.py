@@ -19,7 +19,7 @@ Methods (`--methods`, comma-separated):
   representation (`MGDA(mode="representation")`).
 
 The trunk and the quick/full sizes are those of `keras-mtl demo`
-(`keras_mtl.cli`): a 6-convolution CNN on 32 px scenes.
+(`keras_mtl.demo`): a 6-convolution CNN on 32 px scenes.
 
     python examples/shapes_dense.py              # 8 models, 8 to 13 min on 2 CPU cores
     python examples/shapes_dense.py --quick      # smoke run: 1 epoch on 64 scenes
@@ -37,6 +37,9 @@ import keras
 
 import keras_mtl
 from keras_mtl import cli
+from keras_mtl import demo
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import weighting
 from keras_mtl.datasets import shapes
@@ -57,7 +60,7 @@ METHODS = {
 
 def make_tasks(names=TASK_NAMES):
     """The demo's tasks named in `names` (by default all but `size`)."""
-    return [t for t in cli.demo_tasks() if t.name in names]
+    return [t for t in demo.demo_tasks() if t.name in names]
 
 
 def _names_argument(choices):
@@ -81,7 +84,7 @@ def train_and_evaluate(tasks, method, data, args):
     keras.utils.set_random_seed(args.seed)  # every trunk starts the same
     image_shape = x_train.shape[1:]
     model = keras_mtl.build_model(
-        cli.small_cnn(image_shape), tasks, input_shape=image_shape, head_units=(64,)
+        demo.demo_trunk(image_shape), tasks, input_shape=image_shape, head_units=(64,)
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -106,24 +109,24 @@ def _percent(delta):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults, quick = cli.DEMO_DEFAULTS, cli.QUICK_DEFAULTS
+    defaults, quick = demo.DEMO_DEFAULTS, demo.QUICK_DEFAULTS
     parser.add_argument("--methods", type=_names_argument(METHODS), default=list(METHODS),
                         help=f"comma-separated, from {list(METHODS)} (default: all)")
     parser.add_argument("--tasks", type=_names_argument(TASK_NAMES), default=list(TASK_NAMES),
                         help=f"comma-separated, at least 2 of {list(TASK_NAMES)} (default: all)")
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {defaults['epochs']} ({quick['epochs']} with --quick)")
-    parser.add_argument("--examples", type=cli._positive_int,
+    parser.add_argument("--examples", type=positive_int_argument,
                         help=f"training scenes, default {defaults['examples']} "
                              f"({quick['examples']} with --quick)")
-    parser.add_argument("--test-examples", type=cli._positive_int,
+    parser.add_argument("--test-examples", type=positive_int_argument,
                         help=f"test scenes, default {defaults['validation_examples']} "
                              f"({quick['validation_examples']} with --quick)")
-    parser.add_argument("--image-size", type=cli._image_size,
+    parser.add_argument("--image-size", type=cli.image_size_argument,
                         default=defaults["image_size"])
-    parser.add_argument("--batch-size", type=cli._positive_int,
+    parser.add_argument("--batch-size", type=positive_int_argument,
                         default=defaults["batch_size"])
-    parser.add_argument("--seed", type=cli._non_negative_int, default=defaults["seed"])
+    parser.add_argument("--seed", type=non_negative_int_argument, default=defaults["seed"])
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch on 64 scenes unless given")
@@ -175,7 +178,7 @@ def main(argv=None):
                      _percent(result["delta_m"]), f"{seconds[method]:.0f}"])
     print("\nTest split; Δm: mean over tasks of the signed relative change against the "
           "single-task baselines (negative: better).\n")
-    print(cli._markdown_table(headers, rows))
+    print(demo.markdown_table(headers, rows))
     total = time.perf_counter() - started
     # CPU time too: on a shared machine, wall time depends on the other jobs.
     cpu = time.process_time() - cpu_started

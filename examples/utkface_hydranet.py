@@ -32,7 +32,9 @@ import sys
 import keras
 
 import keras_mtl
-from keras_mtl import cli
+from keras_mtl import demo
+from keras_mtl._validation import non_negative_int_argument
+from keras_mtl._validation import positive_int_argument
 from keras_mtl import metrics as metrics_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.datasets import utkface
@@ -66,22 +68,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", "--data_dir", dest="data_dir", required=True,
                         help="the extracted UTKFace folder of images")
-    parser.add_argument("--epochs", type=cli._positive_int,
+    parser.add_argument("--epochs", type=positive_int_argument,
                         help=f"default {DEFAULTS['epochs']} ({QUICK['epochs']} with --quick)")
-    parser.add_argument("--image-size", type=cli._positive_int,
+    parser.add_argument("--image-size", type=positive_int_argument,
                         help=f"default {DEFAULTS['image_size']} "
                              f"({QUICK['image_size']} with --quick)")
     parser.add_argument("--validation-split", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=cli._positive_int, default=64)
-    parser.add_argument("--backbone", default=cli.SMALL_CNN,
-                        help=f"{cli.SMALL_CNN!r} (default) or a keras.applications name")
+    parser.add_argument("--batch-size", type=positive_int_argument, default=64)
+    parser.add_argument("--backbone", default=demo.SMALL_CNN,
+                        help=f"{demo.SMALL_CNN!r} (default) or a keras.applications name")
     parser.add_argument("--weights", default="none",
                         help="backbone weights: none (default), imagenet or a .weights.h5 path")
     parser.add_argument("--weighting", type=weighting_argument, default=None,
                         help="loss weighting: none (the plain sum, as in the seed) or a "
                              "keras_mtl.weighting name such as uncertainty, dwa, pcgrad")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=cli._non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int_argument, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (tests, CI): 1 epoch, 32 px images unless given")
@@ -110,7 +112,7 @@ def main(argv=None):
     validation = validation.batch(args.batch_size).prefetch(2)
 
     image_shape = (args.image_size, args.image_size, 3)
-    trunk = cli.small_cnn(image_shape) if args.backbone == cli.SMALL_CNN else args.backbone
+    trunk = demo.demo_trunk(image_shape) if args.backbone == demo.SMALL_CNN else args.backbone
     tasks = make_tasks()
     model = keras_mtl.build_model(
         trunk, tasks, input_shape=image_shape,
@@ -127,7 +129,7 @@ def main(argv=None):
     rows = [[task, metric, f"{value:.4f}"]
             for task, values in found_metrics.items() for metric, value in values.items()]
     print("\nValidation, last epoch (age in years):\n")
-    print(cli._markdown_table(["task", "metric", "value"], rows))
+    print(demo.markdown_table(["task", "metric", "value"], rows))
     return history
 
 

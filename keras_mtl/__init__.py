@@ -3,6 +3,14 @@
 Build a model with one shared backbone and one head per task, train it with
 plain `model.fit`, weight its losses with the methods of the MTL literature.
 
+`import keras_mtl` imports neither TensorFlow, KerasTuner nor TensorFlow
+Datasets: a JAX user who builds, compiles and fits a model never loads them.
+The modules that define Keras-serializable classes (tasks, the model,
+weighting methods, architectures, ...) are imported with the package, so that
+`keras.saving.load_model` finds them by their registered names; they need
+only Keras. The others, and the TF-only features (`data` pipelines, `export`,
+`tuning`, `datasets`), are imported on first use (PEP 562).
+
 Example:
 
 >>> import keras_mtl
@@ -13,46 +21,75 @@ Example:
 >>> model.compile(optimizer="adam")
 """
 
-from keras_mtl import adversarial
-from keras_mtl import architectures
-from keras_mtl import callbacks
-from keras_mtl import data
-from keras_mtl import distillation
-from keras_mtl import export
-from keras_mtl import metrics
-from keras_mtl import objectives
-from keras_mtl import optimizers
-from keras_mtl import tasks
-from keras_mtl import tuning
-from keras_mtl import weighting
-from keras_mtl.models import build_model
-from keras_mtl.distillation import Distiller
-from keras_mtl.export import export_saved_model
-from keras_mtl.export import export_tflite
-from keras_mtl.models import MultiTaskModel
-from keras_mtl.tuning import MultiTaskHyperModel
-from keras_mtl.preprocessing import ImagePreprocessing
-from keras_mtl.version import __version__
+import importlib
 
-__all__ = [
-    "Distiller",
-    "ImagePreprocessing",
-    "MultiTaskHyperModel",
-    "MultiTaskModel",
-    "__version__",
+_SUBMODULES = (
     "adversarial",
     "architectures",
-    "build_model",
+    "backbones",
     "callbacks",
     "data",
+    "datasets",
     "distillation",
     "export",
-    "export_saved_model",
-    "export_tflite",
+    "heads",
     "metrics",
+    "models",
     "objectives",
     "optimizers",
+    "plots",
+    "preprocessing",
     "tasks",
+    "training",
     "tuning",
     "weighting",
-]
+)
+
+# Top-level name -> the module that defines it.
+_ATTRIBUTES = {
+    "build_model": "keras_mtl.models",
+    "MultiTaskModel": "keras_mtl.models",
+    "Distiller": "keras_mtl.distillation",
+    "export_saved_model": "keras_mtl.export",
+    "export_tflite": "keras_mtl.export",
+    "MultiTaskHyperModel": "keras_mtl.tuning",
+    "ImagePreprocessing": "keras_mtl.preprocessing",
+    "__version__": "keras_mtl.version",
+}
+
+__all__ = sorted((*_SUBMODULES, *_ATTRIBUTES))
+
+# Modules holding `keras.saving.register_keras_serializable` classes: a
+# `.keras` file names them ("keras_mtl>MultiTaskModel"), and Keras finds them
+# only once registered, so these are imported now (Keras only, no TensorFlow).
+_SERIALIZABLE = (
+    "adversarial",
+    "architectures",
+    "distillation",
+    "models",
+    "objectives",
+    "optimizers",
+    "preprocessing",
+    "tasks",
+    "weighting",
+)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+    elif name in _ATTRIBUTES:
+        module = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = module  # Later look-ups skip __getattr__.
+    return module
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+for _name in _SERIALIZABLE:
+    __getattr__(_name)
+del _name

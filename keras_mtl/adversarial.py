@@ -22,10 +22,10 @@ is a non-trainable variable of the layer, so a callback can set it between
 steps without retracing (see `GradientReversal`).
 """
 
-import numbers
-
 import keras
 from keras import ops
+
+from keras_mtl._validation import check_non_negative
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -55,7 +55,7 @@ class GradientReversal(keras.layers.Layer):
 
     def __init__(self, scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.initial_scale = check_scale("scale", scale)
+        self.initial_scale = check_non_negative("scale", scale)
         self.scale = self.add_weight(
             name="scale",
             shape=(),
@@ -84,18 +84,3 @@ class GradientReversal(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.initial_scale}
-
-
-def check_scale(argument, value):
-    """`value` as a float `λ >= 0`, or a Keras-style `ValueError`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not value >= 0
-        or value == float("inf")
-    ):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"finite number >= 0. Received: {argument}={value!r}"
-        )
-    return float(value)

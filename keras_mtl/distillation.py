@@ -52,11 +52,11 @@ import keras
 from keras import ops
 
 from keras_mtl import _keras_compat
+from keras_mtl._validation import check_fraction
+from keras_mtl._validation import check_number
 from keras_mtl import training as training_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.models import MultiTaskModel
-from keras_mtl.weighting.base import check_fraction
-from keras_mtl.weighting.base import check_number
 
 #: Probabilities are clipped to [EPSILON, 1] before their logarithm.
 EPSILON = 1e-7

@@ -51,6 +51,7 @@ import keras
 from keras import ops
 
 from keras_mtl import _keras_compat
+from keras_mtl._validation import check_non_negative
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -310,7 +311,7 @@ def fine_tuning(optimizer="adam", backbone_factor=0.1, head_factors=None):
             "names; set the trunk's rate with `backbone_factor`. Received: "
             f"head_factors={head_factors!r}"
         )
-    _check_factor("backbone_factor", backbone_factor)
+    check_non_negative("backbone_factor", backbone_factor)
     return LearningRateMultipliers(
         optimizer, {"trunk": backbone_factor, **(head_factors or {})}
     )
@@ -355,20 +356,6 @@ def _check_multipliers(multipliers):
             f"{{layer name: multiplier}}. Received: multipliers={multipliers!r}"
         )
     return {
-        key: _check_factor(f"multipliers[{key!r}]", value)
+        key: check_non_negative(f"multipliers[{key!r}]", value)
         for key, value in multipliers.items()
     }
-
-
-def _check_factor(argument, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"non-negative finite float. Received: {argument}={value!r}"
-        )
-    return float(value)

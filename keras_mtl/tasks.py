@@ -21,7 +21,8 @@ metric update (see `MultiTaskModel`).
 import keras
 from keras import ops
 
-from keras_mtl.adversarial import check_scale
+from keras_mtl._validation import check_int
+from keras_mtl._validation import check_non_negative
 
 _NAME_FORBIDDEN = set(" /\\:")
 
@@ -38,15 +39,6 @@ def _check_name(name):
             f"losses and metrics). Received: name={name!r}"
         )
     return name
-
-
-def _check_int(arg, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{arg}`. Expected an integer "
-            f">= {minimum}. Received: {arg}={value!r}"
-        )
-    return value
 
 
 class Task:
@@ -94,7 +86,7 @@ class Task:
         self.attach_at = attach_at
         self.gradient_reversal = (
             None if gradient_reversal is None
-            else check_scale("gradient_reversal", gradient_reversal)
+            else check_non_negative("gradient_reversal", gradient_reversal)
         )
         self.loss = self.default_loss if loss is None else loss
         try:
@@ -226,7 +218,7 @@ class Regression(Task):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
-        self.units = _check_int("units", units, 1)
+        self.units = check_int("units", units, 1)
 
     @property
     def output_channels(self):
@@ -323,7 +315,7 @@ class MulticlassClassification(Task):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
-        self.num_classes = _check_int("num_classes", num_classes, 2)
+        self.num_classes = check_int("num_classes", num_classes, 2)
         if class_names is not None:
             class_names = list(class_names)
             if len(class_names) != num_classes or not all(
@@ -395,7 +387,7 @@ class MultilabelClassification(Task):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
-        self.num_labels = _check_int("num_labels", num_labels, 1)
+        self.num_labels = check_int("num_labels", num_labels, 1)
         if label_names is not None and len(label_names) != num_labels:
             raise ValueError(
                 "Invalid value received for argument `label_names`. "
@@ -460,7 +452,7 @@ class Segmentation(Task):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
-        self.num_classes = _check_int("num_classes", num_classes, 2)
+        self.num_classes = check_int("num_classes", num_classes, 2)
         self.class_names = None if class_names is None else list(class_names)
 
     @property
@@ -524,7 +516,7 @@ class DenseRegression(Task):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
-        self.channels = _check_int("channels", channels, 1)
+        self.channels = check_int("channels", channels, 1)
 
     @property
     def output_channels(self):

@@ -210,7 +210,7 @@ def test_penalty_gradient_by_hand_in_the_training_step(weighting):
 
 @pytest.mark.parametrize("strength", [-1.0, float("inf"), "big", True])
 def test_bad_strength(strength):
-    match = r"argument `strength`. Expected a non-negative finite number"
+    match = r"argument `strength`. Expected a finite number >= 0"
     with pytest.raises(ValueError, match=match):
         SoftSharing(strength=strength)
 

@@ -103,3 +103,33 @@ def test_dense_task_needs_a_feature_map():
     # Vector tasks are fine on a vector backbone.
     model = keras_mtl.build_model(vector, [keras_mtl.tasks.Regression("r")], head_units=(4,))
     assert tuple(model.outputs[0].shape) == (None, 1)
+
+
+# --- small_cnn: the package's one small CNN ----------------------------------------
+def test_small_cnn_blocks_are_cut_points():
+    trunk = backbones.small_cnn((16, 16, 3), filters=(4, 8))
+    assert trunk.output.shape == (None, 4, 4, 8)
+    assert [name for _, name in backbones.cut_points(trunk)] == ["block0_conv", "block1_conv"]
+    assert keras_mtl.tuning.small_cnn is backbones.small_cnn
+
+
+def test_small_cnn_with_batch_norm_and_two_convolutions_per_block():
+    trunk = backbones.small_cnn((16, 16, 3), (4, 8), convs_per_block=2, batch_norm=True)
+    names = [layer.name for layer in trunk.layers]
+    assert names[1] == "rescaling" and names[-1] == "block1_conv1_relu"
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in trunk.layers) == 4
+    assert trunk.output.shape == (None, 4, 4, 8)  # one stride-2 convolution per block
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"filters": ()}, r"argument `filters`. Expected a non-empty tuple"),
+        ({"filters": (4, 0)}, r"argument `filters`"),
+        ({"convs_per_block": 0}, r"argument `convs_per_block`. Expected an integer >= 1"),
+        ({"batch_norm": 1}, r"argument `batch_norm`. Expected True or False"),
+    ],
+)
+def test_small_cnn_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        backbones.small_cnn((16, 16, 3), **kwargs)

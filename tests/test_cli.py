@@ -6,6 +6,7 @@ import keras
 import pytest
 
 from keras_mtl import cli
+from keras_mtl import demo
 
 
 @pytest.mark.slow  # long: `make test-slow` runs it
@@ -46,7 +47,7 @@ def test_demo_quick_writes_model_report_and_plot(tmp_path, capsys, monkeypatch):
     assert results["mtl"]["segmentation"].keys() == {"pixel_accuracy", "miou"}
     assert isinstance(results["delta_m"], float)
     assert results["settings"]["epochs"] == 1 and results["settings"]["quick"] is True
-    assert results["settings"]["weighting (multi-task model)"] == cli.DEMO_DEFAULTS["weighting"]
+    assert results["settings"]["weighting (multi-task model)"] == demo.DEMO_DEFAULTS["weighting"]
     # Diagnostics: one weight per task and epoch; one cosine per pair and
     # measurement (at the start, then after each of the 2 steps: 64 / 32).
     weights = results["task_weights"]
@@ -112,7 +113,7 @@ def test_weighting_error_lists_the_names(capsys):
 @pytest.mark.parametrize("weighting", [None, "nope", 3])
 def test_run_demo_checks_the_weighting_first(weighting, tmp_path):
     with pytest.raises(ValueError, match="argument `weighting`. Expected a keras_mtl.weighting name"):
-        cli.run_demo(output=str(tmp_path), weighting=weighting)
+        demo.run_demo(output=str(tmp_path), weighting=weighting)
     assert not any(tmp_path.iterdir())  # nothing trained or written
 
 
@@ -126,7 +127,7 @@ def test_quick_fills_only_what_is_not_given():
     assert args.quick and args.epochs == 3 and args.examples is None
 
 
-def test_small_cnn_takes_raw_images():
-    trunk = cli.small_cnn((32, 32, 3))
+def test_demo_trunk_takes_raw_images():
+    trunk = demo.demo_trunk((32, 32, 3))
     assert trunk.output.shape == (None, 4, 4, 96)
-    assert trunk.layers[1].name == "rescale"
+    assert trunk.layers[1].name == "rescaling"

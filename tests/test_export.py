@@ -553,10 +553,10 @@ def test_tflite_metric_drop_on_shapes(tmp_path, capsys):
 def test_tflite_metric_drop_on_shapes_trained_longer(tmp_path, capsys):
     """The same, on the demo's model hydra as the demo does (about a minute
     on 2 cores): shapes classified well above chance."""
-    from keras_mtl.cli import small_cnn
+    from keras_mtl.demo import demo_trunk
 
     reference, drops, baselines, table = metric_drops(
-        tmp_path, small_cnn((32, 32, 3)), examples=3072, epochs=6, learning_rate=1e-3)
+        tmp_path, demo_trunk((32, 32, 3)), examples=3072, epochs=6, learning_rate=1e-3)
     with capsys.disabled():
         print(table)
     assert reference["shape_accuracy"] > 0.5, reference

@@ -194,7 +194,7 @@ def test_unknown_key_names_the_valid_layers():
         ({"multipliers": ["trunk"]}, r"`multipliers`. Expected a dict"),
         ({"multipliers": {"trunk": -0.1}},
          r"`multipliers\['trunk'\]`.*Received: multipliers\['trunk'\]=-0.1"),
-        ({"multipliers": {"trunk": float("nan")}}, r"non-negative finite"),
+        ({"multipliers": {"trunk": float("nan")}}, r"Expected a finite number >= 0"),
         ({"optimizer": keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())},
          r"`optimizer`"),
     ],

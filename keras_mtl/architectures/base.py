@@ -59,12 +59,3 @@ def check_task_names(task_names):
         )
     return names
 
-
-def check_positive_int(argument, value, minimum=1):
-    """`value` if an integer >= `minimum`; else a Keras-style `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an "
-            f"integer >= {minimum}. Received: {argument}={value!r}"
-        )
-    return value

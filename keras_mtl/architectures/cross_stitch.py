@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl._validation import check_bool
 from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.base import check_task_names
 from keras_mtl.backbones import cut_points
@@ -51,15 +52,6 @@ def _check_init(init):
             f"the rest spread evenly over the others). Received: init={init!r}"
         )
     return init
-
-
-def _check_bool(argument, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected "
-            f"True or False. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def stitch_matrix(init, num_tasks):
@@ -106,7 +98,7 @@ class CrossStitch(keras.layers.Layer):
     def __init__(self, init="paper", per_channel=False, **kwargs):
         super().__init__(**kwargs)
         self.init = _check_init(init)
-        self.per_channel = _check_bool("per_channel", per_channel)
+        self.per_channel = check_bool("per_channel", per_channel)
 
     def build(self, input_shape):
         shapes = list(input_shape.values()) if isinstance(input_shape, dict) else input_shape
@@ -202,8 +194,8 @@ class CrossStitchNetwork(Architecture):
             )
         self.blocks = list(blocks) if isinstance(blocks, (list, tuple)) else blocks
         self.init = _check_init(init)
-        self.per_channel = _check_bool("per_channel", per_channel)
-        self.copy_weights = _check_bool("copy_weights", copy_weights)
+        self.per_channel = check_bool("per_channel", per_channel)
+        self.copy_weights = check_bool("copy_weights", copy_weights)
 
     def cuts(self, backbone):
         """Names of the layers after which `backbone` is cut, in graph order."""

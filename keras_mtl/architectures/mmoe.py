@@ -22,8 +22,8 @@ embedding vectors; pooling is our choice to bring images to that form).
 import keras
 from keras import ops
 
+from keras_mtl._validation import check_positive_int
 from keras_mtl.architectures.base import Architecture
-from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
 
 

@@ -34,9 +34,9 @@ block, one task's module has 12.6M weights at r=1 and 3.1M at r=4.
 import keras
 from keras import ops
 
+from keras_mtl._validation import check_positive_int
 from keras_mtl.backbones import cut_points
 from keras_mtl.architectures.base import Architecture
-from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
 
 

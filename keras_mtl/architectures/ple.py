@@ -26,10 +26,11 @@ no bias, as in the paper. Images are average-pooled to a vector first (see
 import keras
 from keras import ops
 
+from keras_mtl._validation import check_bool
+from keras_mtl._validation import check_positive_int
 from keras_mtl.architectures.mmoe import Experts
 from keras_mtl.architectures.mmoe import check_activation
 from keras_mtl.architectures.base import Architecture
-from keras_mtl.architectures.base import check_positive_int
 from keras_mtl.architectures.base import check_task_names
 from keras_mtl.architectures.mmoe import check_units
 from keras_mtl.architectures.mmoe import check_vector
@@ -83,12 +84,7 @@ class ExtractionNetwork(keras.layers.Layer):
         self.task_experts = check_positive_int("task_experts", task_experts)
         self.expert_units = check_units("expert_units", expert_units)
         self.expert_activation = check_activation("expert_activation", expert_activation)
-        if not isinstance(shared_gate, bool):
-            raise ValueError(
-                "Invalid value received for argument `shared_gate`. Expected "
-                f"True or False. Received: shared_gate={shared_gate!r}"
-            )
-        self.shared_gate = shared_gate
+        self.shared_gate = check_bool("shared_gate", shared_gate)
         num_tasks = len(self.task_names)
 
         # === Layers ===

@@ -21,6 +21,8 @@ task); a large strength pulls the towers towards one shared network.
 import keras
 from keras import ops
 
+from keras_mtl._validation import check_bool
+from keras_mtl._validation import check_non_negative
 from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.base import check_task_names
 
@@ -79,7 +81,7 @@ class SoftSharingPenalty(keras.layers.Layer):
                 f"Towers {different} differ from {first!r}."
             )
         self.towers = dict(towers)
-        self.strength = _check_strength(strength)
+        self.strength = check_non_negative("strength", strength)
 
     def build(self, input_shape):
         for tower in self.towers.values():
@@ -152,14 +154,8 @@ class SoftSharing(Architecture):
     """
 
     def __init__(self, strength=1e-3, share_initial_weights=True):
-        self.strength = _check_strength(strength)
-        if not isinstance(share_initial_weights, bool):
-            raise ValueError(
-                "Invalid value received for argument `share_initial_weights`. "
-                "Expected True or False. Received: "
-                f"share_initial_weights={share_initial_weights!r}"
-            )
-        self.share_initial_weights = share_initial_weights
+        self.strength = check_non_negative("strength", strength)
+        self.share_initial_weights = check_bool("share_initial_weights", share_initial_weights)
 
     def build_trunk(self, backbone, task_names):
         """The trunk: backbone input to `{task: tower output}`.
@@ -196,16 +192,3 @@ class SoftSharing(Architecture):
 
     def get_config(self):
         return {"strength": self.strength, "share_initial_weights": self.share_initial_weights}
-
-
-def _check_strength(strength):
-    if (
-        isinstance(strength, bool)
-        or not isinstance(strength, (int, float))
-        or not 0 <= strength < float("inf")
-    ):
-        raise ValueError(
-            "Invalid value received for argument `strength`. Expected a "
-            f"non-negative finite number. Received: strength={strength!r}"
-        )
-    return float(strength)

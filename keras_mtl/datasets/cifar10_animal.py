@@ -11,6 +11,8 @@ and prepares them on first use (into `data_dir`); tests run offline on
 `tfds.testing.mock_data`.
 """
 
+from keras_mtl._validation import check_bool
+
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -77,14 +79,9 @@ def load(split="train", *, data_dir=None, download=True, shuffle_files=False, wi
             "tensorflow-datasets split name such as 'train', 'test' or "
             f"'train[:90%]'. Received: split={split!r}"
         )
-    for argument, value in (
-        ("download", download), ("shuffle_files", shuffle_files), ("with_info", with_info)
-    ):
-        if not isinstance(value, bool):
-            raise ValueError(
-                f"Invalid value received for argument `{argument}`. Expected "
-                f"True or False. Received: {argument}={value!r}"
-            )
+    check_bool("download", download)
+    check_bool("shuffle_files", shuffle_files)
+    check_bool("with_info", with_info)
     import tensorflow as tf
     import tensorflow_datasets as tfds
 

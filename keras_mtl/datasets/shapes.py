@@ -33,6 +33,8 @@ the same data as the builder `"keras_mtl_shapes"`.
 
 import numpy as np
 
+from keras_mtl._validation import check_int
+
 CLASS_NAMES = ("circle", "square", "triangle")
 NUM_CLASSES = len(CLASS_NAMES)
 NUM_SEGMENTATION_CLASSES = NUM_CLASSES + 1
@@ -56,24 +58,8 @@ def _validate(split, num_examples, image_size, tasks, seed):
             "Invalid value received for argument `split`. "
             f"Expected one of {SPLITS}. Received: split={split!r}"
         )
-    if (
-        isinstance(num_examples, bool)
-        or not isinstance(num_examples, (int, np.integer))
-        or num_examples < 1
-    ):
-        raise ValueError(
-            "Invalid value received for argument `num_examples`. "
-            f"Expected an integer >= 1. Received: num_examples={num_examples!r}"
-        )
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(image_size, (int, np.integer))
-        or image_size < 16
-    ):
-        raise ValueError(
-            "Invalid value received for argument `image_size`. "
-            f"Expected an integer >= 16. Received: image_size={image_size!r}"
-        )
+    check_int("num_examples", num_examples, minimum=1)
+    check_int("image_size", image_size, minimum=16)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(
             "Invalid value received for argument `seed`. "

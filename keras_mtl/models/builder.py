@@ -6,7 +6,7 @@ policy, and wires the heads with `MultiTaskModel`.
 """
 
 from keras_mtl import tasks as tasks_lib
-from keras_mtl.backbones import _graph
+from keras_mtl.backbones.graph import operations as _graph
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
 from keras_mtl.models.multi_task_model import MultiTaskModel

@@ -41,7 +41,7 @@ from keras_mtl import _keras_compat
 from keras_mtl import optimizers as optimizers_lib
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import training as training_lib
-from keras_mtl.data import SourceValidation
+from keras_mtl.training.source_validation import SourceValidation
 from keras_mtl.heads import build_head
 from keras_mtl.models import trunk as trunk_lib
 from keras_mtl.models.compiled import Compiled

@@ -60,7 +60,8 @@ lists a model's boundaries, `cut_backbone(model, fraction)` applies one.
 
 Backbones: a `keras.applications` name (built with `weights=`, None by
 default, and its own preprocessing inside the model), `"small_cnn"`
-(`small_cnn`, a few strided convolutions: fast, for small images and tests),
+(`keras_mtl.backbones.small_cnn`, a few strided convolutions: fast, for small
+images and tests),
 or your own factory `f(input_shape) -> keras.Model` (pass
 `backbones={"mine": f, ...}` to name it).
 
@@ -79,9 +80,7 @@ of the first epoch that ran validation), instead of failing every trial.
 
 import copy
 import difflib
-import inspect
 import math
-import numbers
 
 import keras
 import keras_tuner
@@ -89,179 +88,23 @@ import keras_tuner
 from keras_mtl import objectives as objectives_lib
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
+from keras_mtl._validation import check_bool
 from keras_mtl.backbones import application_names
 from keras_mtl.backbones import check_input_shape
-from keras_mtl.backbones import _graph
-from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
 from keras_mtl.models import MultiTaskModel
-from keras_mtl.weighting import space
+from keras_mtl.tuning import spaces
+from keras_mtl.tuning.branching import BUILTIN_BACKBONES
+from keras_mtl.tuning.branching import cut_backbone
+from keras_mtl.tuning.checks import check_fraction
+from keras_mtl.tuning.checks import check_ints
+from keras_mtl.tuning.checks import check_range
+from keras_mtl.tuning.checks import check_sequence
 
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-# --- backbones ---------------------------------------------------------------
-def small_cnn(input_shape, filters=(16, 32, 64), name="small_cnn"):
-    """A small CNN trunk: one 3x3 stride-2 ReLU convolution per entry of
-    `filters`, after a 1/255 rescaling (it takes raw 0-255 images).
-
-    Each convolution ends a block, so every one is a branch point.
-
-    Args:
-        input_shape: `(height, width, channels)`.
-        filters: Number of filters of each convolution.
-        name: Name of the model.
-
-    Returns:
-        A Functional `keras.Model` from images to a feature map.
-
-    Example:
-
-    >>> trunk = small_cnn((32, 32, 3))
-    >>> tuple(trunk.output.shape)
-    (None, 4, 4, 64)
-    """
-    input_shape = check_input_shape(input_shape)
-    filters = tuple(filters)
-    if not filters or not all(
-        isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters
-    ):
-        raise ValueError(
-            "Invalid value received for argument `filters`. Expected a "
-            f"non-empty tuple of positive integers. Received: filters={filters!r}"
-        )
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255.0, name="rescaling")(inputs)
-    for i, width in enumerate(filters):
-        x = keras.layers.Conv2D(
-            width, 3, strides=2, padding="same", activation="relu", name=f"block{i}_conv"
-        )(x)
-    return keras.Model(inputs, x, name=name)
-
-
-#: Backbones known by name besides `keras.applications`.
-BUILTIN_BACKBONES = {"small_cnn": small_cnn}
-
-
-def cut_backbone(model, fraction):
-    """Cuts `model` at the last cut point at or before `fraction` of its depth.
-
-    Args:
-        model: A Functional or Sequential `keras.Model` (see `cut_points`).
-        fraction: A float in (0, 1]: the share of the model's operations, in
-            topological order, that stays shared. 1.0 returns `model` as it
-            is; a fraction before the first cut point gives the first one.
-
-    Returns:
-        A `keras.Model` from the model's input to the chosen layer's output
-        (sharing the model's layers and weights).
-
-    Example:
-
-    >>> trunk = cut_backbone(small_cnn((16, 16, 3)), 0.75)
-    >>> trunk.output.shape  # operations: input, rescaling, conv0, conv1, conv2
-    (None, 4, 4, 32)
-    """
-    fraction = _check_fraction("fraction", fraction)
-    if fraction == 1.0:
-        return model
-    points = cut_points(model)
-    if not points:
-        raise keras_tuner.errors.FatalValueError(
-            f"Cannot branch backbone {model.name!r} at shared_fraction={fraction}: "
-            "it has no cut point (a subclassed model, or no layer with a single "
-            "feature-map output that ends a block). Use `branch_points=(1.0,)` "
-            "or a Functional backbone."
-        )
-    depth = len(_graph(model)) - 1
-    before = [p for p in points if p[0] <= fraction * depth]
-    index, name = before[-1] if before else points[0]
-    if index == depth:
-        return model
-    layer = model.get_layer(name)
-    return keras.Model(model.inputs, layer.output, name=f"{model.name}_to_{name}")
-
-
-# --- weighting search spaces --------------------------------------------------
-def _hyperparameter(hp, name, spec, default, tasks):
-    """The KerasTuner hyperparameter of one `keras_mtl.weighting.space` spec."""
-    if isinstance(spec, space.PerTask):
-        prefix = name.rsplit("/", 1)[0]
-        return {
-            t.name: _hyperparameter(
-                hp, f"{prefix}/{spec.key.format(task=t.name)}", spec.spec, spec.default, tasks
-            )
-            for t in tasks
-        }
-    if isinstance(spec, space.Float):
-        return hp.Float(name, spec.low, spec.high, sampling=spec.sampling, default=default)
-    if isinstance(spec, space.Choice):
-        return hp.Choice(name, list(spec.values), default=default)
-    raise TypeError(
-        f"Invalid search space entry {name!r}: expected a keras_mtl.weighting.space "
-        f"Float, Choice or PerTask. Received: {spec!r}"
-    )
-
-
-def _constructor_default(cls, argument):
-    return inspect.signature(cls.__init__).parameters[argument].default
-
-
 # --- argument checks -------------------------------------------------------------
-def _check_fraction(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"float in (0, 1]. Received: {argument}={value!r}"
-        )
-    return float(value)
-
-
-def _check_sequence(argument, value):
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"non-empty list or tuple. Received: {argument}={value!r}"
-        )
-    if len(set(map(repr, value))) != len(value):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected "
-            f"distinct values. Received: {argument}={value!r}"
-        )
-    return tuple(value)
-
-
-def _check_ints(argument, value, minimum):
-    value = _check_sequence(argument, value)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected "
-            f"integers >= {minimum}. Received: {argument}={value!r}"
-        )
-    return value
-
-
-def _check_range(argument, value, low, high, low_open=False, high_open=False):
-    ok = (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        )
-        and value[0] <= value[1]
-        and (value[0] > low if low_open else value[0] >= low)
-        and (value[1] < high if high_open else value[1] <= high)
-    )
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a pair "
-            f"(min, max) with min <= max in {interval}. Received: {argument}={value!r}"
-        )
-    return float(value[0]), float(value[1])
-
-
 def _check_backbones(backbones):
     if isinstance(backbones, dict):
         if not backbones or not all(isinstance(k, str) and k for k in backbones):
@@ -273,7 +116,7 @@ def _check_backbones(backbones):
         items = dict(backbones)
     else:
         items = {}
-        for b in _check_sequence("backbones", backbones):
+        for b in check_sequence("backbones", backbones):
             key = b if isinstance(b, str) else getattr(b, "__name__", None)
             if not key or key in items:
                 raise ValueError(
@@ -307,7 +150,7 @@ def _check_backbones(backbones):
 
 
 def _check_weightings(weightings):
-    weightings = _check_sequence("weightings", weightings)
+    weightings = check_sequence("weightings", weightings)
     seen = {}
     for name in weightings:
         if weighting_lib.get_class(name) is None:
@@ -404,13 +247,13 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         self.backbones = _check_backbones(backbones)
         self.weightings = _check_weightings(weightings)
         self.branch_points = tuple(
-            _check_fraction("branch_points", f)
-            for f in _check_sequence("branch_points", branch_points)
+            check_fraction("branch_points", f)
+            for f in check_sequence("branch_points", branch_points)
         )
-        self.head_units = _check_ints("head_units", head_units, 1)
-        self.head_depths = _check_ints("head_depths", head_depths, 0)
-        self.dropout_range = _check_range("dropout_range", dropout_range, 0.0, 1.0, high_open=True)
-        self.learning_rate_range = _check_range(
+        self.head_units = check_ints("head_units", head_units, 1)
+        self.head_depths = check_ints("head_depths", head_depths, 0)
+        self.dropout_range = check_range("dropout_range", dropout_range, 0.0, 1.0, high_open=True)
+        self.learning_rate_range = check_range(
             "learning_rate_range", learning_rate_range, 0.0, math.inf, low_open=True
         )
         self.objectives = self._check_objectives(objectives)
@@ -421,12 +264,7 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
                 f"Received: weights={weights!r}"
             )
         self.weights = weights
-        if not isinstance(trainable_backbone, bool):
-            raise ValueError(
-                "Invalid value received for argument `trainable_backbone`. "
-                f"Expected True or False. Received: trainable_backbone={trainable_backbone!r}"
-            )
-        self.trainable_backbone = trainable_backbone
+        self.trainable_backbone = check_bool("trainable_backbone", trainable_backbone)
         self.weighting_kwargs = self._check_weighting_kwargs(weighting_kwargs)
 
     # --- argument checks -------------------------------------------------------
@@ -592,13 +430,10 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         """
         cls = weighting_lib.get_class(name)
         fixed = self.weighting_kwargs.get(name, {})
-        searched_space = dict(cls.search_space)
-        modes = getattr(cls, "supported_modes", ())
-        if len(modes) > 1:
-            searched_space["mode"] = space.Choice(tuple(modes))
+        searched_space = spaces.method_space(cls)
         searched = {
-            argument: _hyperparameter(
-                hp, f"{name}/{argument}", spec, _constructor_default(cls, argument), self.tasks
+            argument: spaces.hyperparameter(
+                hp, f"{name}/{argument}", spec, spaces.constructor_default(cls, argument), self.tasks
             )
             for argument, spec in searched_space.items()
             if argument not in fixed
