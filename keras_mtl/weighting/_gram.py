@@ -14,7 +14,6 @@ the task gradients. Two steps are common to all of them:
   gradients are tiny or huge.
 """
 
-import numbers
 
 import keras
 from keras import ops
@@ -54,16 +53,6 @@ def compiled(function):
     import tensorflow as tf
 
     return tf.function(function, jit_compile=True)
-
-
-def check_integer(argument, value, minimum=0):
-    """Returns `value` as an int, or raises a Keras-style `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an "
-            f"integer >= {minimum}. Received: {argument}={value!r}"
-        )
-    return int(value)
 
 
 def random_task_orders(num_tasks, seed_generator, training):

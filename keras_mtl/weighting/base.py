@@ -23,42 +23,12 @@ A method registers itself with `keras_mtl.weighting.register`, which reads
 the class attributes below (see `keras_mtl.weighting.registry`).
 """
 
-import math
-import numbers
 
 import keras
 from keras import ops
 
-
-def check_number(argument, value, minimum=None, exclusive=False, kind="float"):
-    """Returns `value` as a float, or raises a Keras-style `ValueError`.
-
-    `minimum` is a lower bound (exclusive when `exclusive`); NaN, infinities,
-    booleans and non-numbers are refused.
-    """
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(value)
-        and (minimum is None or (value > minimum if exclusive else value >= minimum))
-    )
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum}"
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"{kind}{bound}. Received: {argument}={value!r}"
-        )
-    return float(value)
-
-
-def check_fraction(argument, value):
-    """Returns `value` as a float in [0, 1], or raises a Keras-style `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a float "
-            f"in [0, 1]. Received: {argument}={value!r}"
-        )
-    return float(value)
+from keras_mtl._validation import check_fraction  # noqa: F401 (the methods import it from here)
+from keras_mtl._validation import check_number
 
 
 def check_seed(seed):

@@ -48,7 +48,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting._gram import active_tasks
-from keras_mtl.weighting._gram import check_integer
+from keras_mtl._validation import check_int
 from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting._gram import normalized_gram
 from keras_mtl.weighting._gram import uniform_weights
@@ -162,7 +162,7 @@ class CAGrad(GradientWeighting):
     def __init__(self, mode="params", c=0.4, max_iterations=20, rescale=True, **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.c = check_number("c", c, minimum=0)
-        self.max_iterations = check_integer("max_iterations", max_iterations)
+        self.max_iterations = check_int("max_iterations", max_iterations)
         if not isinstance(rescale, bool):
             raise ValueError(
                 "Invalid value received for argument `rescale`. Expected a "

@@ -53,7 +53,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting._gram import active_tasks
-from keras_mtl.weighting._gram import check_integer
+from keras_mtl._validation import check_int
 from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting._gram import iterate
 from keras_mtl.weighting._gram import normalized_gram
@@ -162,7 +162,7 @@ class MGDA(GradientWeighting):
 
     def __init__(self, mode="params", max_iterations=25, normalization="none", **kwargs):
         super().__init__(mode=mode, **kwargs)
-        self.max_iterations = check_integer("max_iterations", max_iterations)
+        self.max_iterations = check_int("max_iterations", max_iterations)
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 "Invalid value received for argument `normalization`. Expected one "

@@ -87,7 +87,7 @@ Modes:
 import keras
 from keras import ops
 
-from keras_mtl.weighting._gram import check_integer
+from keras_mtl._validation import check_int
 from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting._gram import iterate
 from keras_mtl.weighting.base import check_number
@@ -190,8 +190,8 @@ class NashMTL(GradientWeighting):
 
     def __init__(self, mode="params", update_every=1, max_iterations=20, max_norm=0.0, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        self.update_every = check_integer("update_every", update_every, 1)
-        self.max_iterations = check_integer("max_iterations", max_iterations, 1)
+        self.update_every = check_int("update_every", update_every, 1)
+        self.max_iterations = check_int("max_iterations", max_iterations, 1)
         self.max_norm = check_number("max_norm", max_norm, minimum=0)
 
     def build(self, losses_shape):
