@@ -76,7 +76,7 @@ CONFIGS = {
         "method": "mgda", "kwargs": {"mode": "params"}, "bfloat16": True, "goal": 0.6,
     },
 }
-DEFAULT_CONFIGS = list(CONFIGS)
+DEFAULT_CONFIGS = [name for name, c in CONFIGS.items() if not c.get("bfloat16")]
 BFLOAT16_CONFIGS = [name for name, c in CONFIGS.items() if c.get("bfloat16")]
 #: The constructor argument that asks for a bfloat16 gradient matrix
 #: (`GradientWeighting(gradient_dtype=...)`).

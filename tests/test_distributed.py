@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from conftest import registered_methods
 from keras_mtl import weighting as W
 
 HERE = os.path.dirname(__file__)
@@ -26,7 +27,8 @@ HERE = os.path.dirname(__file__)
 #: checks of distributed_check.py: a Gram-dependent test method and Nash-MTL's
 #: reuse steps.
 CASES = [
-    (mode, name) for name, cls in W.methods("gradient").items() for mode in cls.supported_modes
+    (mode, name) for name in registered_methods("gradient")
+    for mode in W.get_class(name).supported_modes
 ] + [(mode, m) for m in ("normalised", "nash_mtl_every2") for mode in ("params", "representation")]
 
 

@@ -11,13 +11,13 @@ from keras_mtl import tasks as T
 from keras_mtl import weighting as W
 from keras_mtl.datasets import shapes
 
-from conftest import tiny_model
+from conftest import registered_methods, tiny_model
 
 # Long (each trains models): `make test-slow` runs them.
 pytestmark = pytest.mark.slow
 
 
-METHODS = list(W.methods("gradient").values())
+METHODS = [W.get_class(name) for name in registered_methods("gradient")]
 CASES = [(cls, mode) for cls in METHODS for mode in cls.supported_modes]
 TASKS = [
     T.MulticlassClassification("shape", shapes.NUM_CLASSES),

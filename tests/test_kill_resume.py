@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mtl import weighting as W
+from conftest import registered_methods
 
 HERE = os.path.dirname(__file__)
-#: Every registered method (a new one is covered without edits here).
-METHODS = list(W.methods())
+#: Every method keras_mtl registers (a new one is covered without edits here).
+METHODS = registered_methods()
 #: On JAX (`make test-slow`) a subset, one of each kind of state: trainable
 #: weights (uncertainty), loss history (DWA), an inner optimizer (FAMO), a
 #: seed generator (RLW), and gradient-level methods with a seeded task order
