@@ -37,10 +37,13 @@ class LossEMA(keras_mtl.weighting.Weighting):
     def call(self, losses, counts=None, training=False):
         vector = ops.stop_gradient(ops.abs(self.stack(losses)))
         labelled = self.labelled(counts)
+        # The variable's value as a tensor: Keras' `ops.where` hands its
+        # arguments to `jnp.where` unconverted, which refuses a Variable.
+        means = ops.convert_to_tensor(self.means)
         if training:
-            updated = self.decay * self.means + (1.0 - self.decay) * vector
-            self.means.assign(ops.where(labelled, updated, self.means))
-        means = ops.where(labelled, self.means, 0.0)
+            means = ops.where(labelled, self.decay * means + (1.0 - self.decay) * vector, means)
+            self.means.assign(means)
+        means = ops.where(labelled, means, 0.0)
         weights = len(self.task_names) * means / ops.maximum(ops.sum(means), 1e-12)
         return self.weighted_sum(losses, weights)
 

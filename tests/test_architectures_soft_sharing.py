@@ -174,7 +174,10 @@ def test_penalty_joins_the_total_loss_of_multi_task_model():
 
 @pytest.mark.parametrize(
     "weighting",
-    [None, pytest.param(lambda: W.MGDA(mode="params"), id="mgda_params")],
+    [
+        None,
+        pytest.param(lambda: W.MGDA(mode="params"), id="mgda_params"),
+    ],
 )
 def test_penalty_gradient_by_hand_in_the_training_step(weighting):
     # Every label missing: the task losses are 0, so only the penalty moves

@@ -322,6 +322,52 @@ def test_a_non_finite_loss_stops_fit_and_leaves_checkpoints_untouched(weighting,
     assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
 
 
+class _KernelPenalty(keras.layers.Layer):
+    """Adds 0.5·Σ k² of a layer's kernel with `add_loss` (soft sharing's
+    penalty works so): a loss made during the call, not a regulariser
+    Keras recomputes from the variables."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def call(self, x):
+        self.add_loss(0.5 * keras.ops.sum(self.layer.kernel**2))
+        return x
+
+
+@pytest.mark.parametrize("penalty", ["kernel_regularizer", "add_loss"])
+@pytest.mark.parametrize("weighting", [
+    None,
+    "uncertainty",
+    "pcgrad",
+    pytest.param(lambda: keras_mtl.weighting.PCGrad(mode="params"), id="pcgrad_params"),
+    pytest.param(
+        lambda: keras_mtl.weighting.NashMTL(mode="params", update_every=2), id="nash_mtl_reuse"
+    ),
+])
+def test_the_trunks_own_losses_train_under_every_level_and_mode(weighting, penalty):
+    """The trunk's own losses join the step. With every label missing the
+    task losses are 0, so only the L2 term 0.5·Σ k² moves the kernel: SGD
+    scales it by 1 − 2·lr·0.5 = 0.9 per step (two steps)."""
+    inputs = keras.Input((16, 16, 3))
+    regularizer = keras.regularizers.L2(0.5) if penalty == "kernel_regularizer" else None
+    conv = keras.layers.Conv2D(4, 3, strides=2, kernel_regularizer=regularizer)
+    x = conv(inputs)
+    if penalty == "add_loss":
+        x = _KernelPenalty(conv)(x)
+    trunk = keras.Model(inputs, x)
+    model = keras_mtl.build_model(trunk, VECTOR[:2], head_units=(8,))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        weighting=weighting() if callable(weighting) else weighting,
+    )
+    before = keras.ops.convert_to_numpy(conv.kernel)
+    unlabelled = {"a": np.full((8, 1), np.nan, "float32"), "b": np.full((8, 1), -1.0, "float32")}
+    model.fit(random_images(8), unlabelled, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(conv.kernel), before * 0.9**2, rtol=1e-5)
+
+
 def test_nan_labels_are_missing_not_a_nan_loss():
     model = tiny_model(VECTOR)
     model.compile()

@@ -109,7 +109,9 @@ class Engine:
 def _run(model, groups, values, step):
     refs = [v for group in groups for v in group]
     flat = [v for group in values for v in group]
-    with keras.StatelessScope(state_mapping=list(zip(refs, flat))) as scope:
+    # collect_losses: `model.losses` of a call made in the step itself
+    # (evaluate's forward pass) are seen there.
+    with keras.StatelessScope(state_mapping=list(zip(refs, flat)), collect_losses=True) as scope:
         logs = step(Engine(refs, scope))
     new = [[scope.get_current_value(v) for v in group] for group in groups]
     return logs, tuple(new)

@@ -164,13 +164,19 @@ def _gradient_level(model, x, targets, engine):
     shared = model.shares_representation
 
     # 1. The trunk, once; its backward passes come later. Its outputs: `z`
-    #    (or each `z_t`), then its own regularisation losses.
+    #    (or each `z_t`), then its own regularisation losses. Whether it has
+    #    any is read while it runs: on JAX a layer's losses are only visible
+    #    inside the scope that ran it.
+    trunk_has_losses = []
+
     def trunk():
         z = model.representation(x, training=True)
         representations = [z] if shared else [model.head_input(z, n) for n in names]
+        trunk_has_losses.append(bool(model.trunk.losses))
         return representations + [extra_loss(model.trunk.losses)], z
 
     outputs, z, trunk_back = engine.vjp(trunk, trunk_variables)
+    regularised = trunk_has_losses[-1]
     representations = outputs[:-1]
 
     # 2. The heads: one backward pass of Σ_t L_t, each head on its own copy.
@@ -195,7 +201,7 @@ def _gradient_level(model, x, targets, engine):
             ops.stack(rep_grads), global_losses, counts, training=True,
             cross_replica_sum=sum_, activations=z,
         )
-        trunk_grads = trunk_back([combined, _one_if(model.trunk.losses)])
+        trunk_grads = trunk_back([combined, ops.ones(()) if regularised else None])
     else:
         combined, weights = _params_combine(
             weighting, trunk_back, rep_grads, global_losses, counts, trunk_variables,
@@ -203,7 +209,7 @@ def _gradient_level(model, x, targets, engine):
         )
         # The optimizer sums gradients over replicas; this one is global.
         trunk_grads = [g / engine.replicas for g in combined]
-        if model.trunk.losses:
+        if regularised:
             extra = trunk_back([None] * len(representations) + [ops.ones(())])
             trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
 
@@ -262,11 +268,6 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         lambda: weighting.reuse([ops.cast(g, "float32") for g in parts[0]], stored),
         variables=weighting.variables,
     )
-
-
-def _one_if(losses):
-    """The cotangent of the trunk's regularisation loss: 1 if it has any."""
-    return ops.ones(()) if losses else None
 
 
 def _by_id(variables, grads):
