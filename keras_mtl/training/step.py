@@ -208,7 +208,10 @@ def _gradient_level(model, x, targets, engine):
             shared, engine,
         )
         # The optimizer sums gradients over replicas; this one is global.
-        trunk_grads = [g / engine.replicas for g in combined]
+        # (On one replica no division: it would copy P floats for nothing.)
+        trunk_grads = combined
+        if engine.replicas > 1:
+            trunk_grads = [g / engine.replicas for g in combined]
         if regularised:
             extra = trunk_back([None] * len(representations) + [ops.ones(())])
             trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
