@@ -21,7 +21,12 @@ read by the child (`getrusage(RUSAGE_SELF).ru_maxrss`, checked against
 `VmHWM` in /proc/self/status) after import, after build + compile, after the
 first step (tracing) and after the last; the parent also reads the child's
 `ru_maxrss` from `os.wait4`, which covers the whole life of the child,
-even one that failed or was killed. Children run one at a time, so that
+even one that failed or was killed. The resident set also holds what
+TensorFlow builds for a step (graphs, their optimised copies, kernels),
+which grows with the number of backward passes in the graph; the children
+run TensorFlow's BFC allocator on the CPU, whose count of the bytes held by
+tensors (`get_memory_info`) gives a second peak, of tensors alone, on which
+the goals are read as well. Children run one at a time, so that
 they do not compete for memory; `--repeats` children per configuration (3 by
 default: two runs of one configuration can differ by 100 MiB or more), in
 rounds, and a row gives the median peak and the range. A `no_training`
@@ -32,7 +37,13 @@ appear at the first step).
 The parent process imports neither TensorFlow nor keras_mtl: a child that
 cannot import or build (a broken checkout, an unknown backbone, a method
 without the asked-for argument) becomes a row with its error, and the
-benchmark still writes its results. One TensorFlow thread by default, as
+benchmark still writes its results.
+
+Two `plain_*` configurations train the same model with a hand-written
+TensorFlow step instead of keras_mtl's (`plain_step`): one backward pass,
+and T per-task backward passes held, their Gram matrix and combination.
+Their difference is what TensorFlow itself needs for params mode, the
+floor keras_mtl's rows are read against. One TensorFlow thread by default, as
 in the timing benchmarks: ops then run one at a time, so the peak does not
 depend on which of them happened to overlap.
 
@@ -75,6 +86,13 @@ CONFIGS = {
     "mgda_params_bfloat16": {
         "method": "mgda", "kwargs": {"mode": "params"}, "bfloat16": True, "goal": 0.6,
     },
+    # The same model trained by a hand-written TensorFlow step, no keras_mtl
+    # step (`plain_step`): what TensorFlow itself needs for one backward pass
+    # (`plain_equal`) and for T exact trunk gradients held, their Gram matrix
+    # and their combination (`plain_params`). Their difference, in units of
+    # T*P*4, is the floor the params-mode goal is measured against.
+    "plain_equal": {"method": "equal", "kwargs": {}, "plain": "equal", "goal": None},
+    "plain_params": {"method": "equal", "kwargs": {}, "plain": "params", "goal": None},
 }
 DEFAULT_CONFIGS = [name for name, c in CONFIGS.items() if not c.get("bfloat16")]
 BFLOAT16_CONFIGS = [name for name, c in CONFIGS.items() if c.get("bfloat16")]
@@ -136,6 +154,54 @@ def _trunk(backbone, image_size):
     return backbone
 
 
+def plain_step(model, x, y, mode):
+    """A `tf.function` training step of `model` with no keras_mtl step: mean
+    squared errors, Adam. `mode="equal"`: one backward pass of their sum.
+    `mode="params"`: a persistent tape, one backward pass per task for the
+    trunk's variables (the T gradients held as per-variable lists), their
+    Gram matrix summed variable by variable, weights from it (a softmax of
+    minus its diagonal: any function of the Gram matrix needs all of it),
+    and each variable's combination formed on its own: what a params-mode
+    method must do, written directly in TensorFlow."""
+    import tensorflow as tf
+
+    names = model.task_names
+    trunk_variables = model.trunk.trainable_variables
+    head_variables = [v for n in names for v in model.heads[n].trainable_variables]
+    variables = trunk_variables + head_variables
+    model.optimizer.build(variables)
+    x = tf.constant(x)
+    y = {n: tf.constant(v) for n, v in y.items()}
+
+    @tf.function
+    def step():
+        with tf.GradientTape(persistent=mode == "params") as tape:
+            z = model.representation(x, training=True)
+            losses = [tf.reduce_mean(tf.square(model.heads[n](z, training=True) - y[n]))
+                      for n in names]
+            total = tf.add_n(losses)
+        if mode == "equal":
+            grads = tape.gradient(total, variables)
+        else:
+            parts = [tape.gradient(loss, trunk_variables) for loss in losses]
+            gram = tf.zeros((len(names), len(names)))
+            for k in range(len(trunk_variables)):
+                with tf.control_dependencies([gram]):  # one variable's block at a time
+                    block = tf.stack([tf.reshape(p[k], [-1]) for p in parts])
+                    gram = gram + tf.matmul(block, block, transpose_b=True)
+            weights = tf.nn.softmax(-tf.linalg.diag_part(gram))
+            grads, previous = [], weights
+            for k in range(len(trunk_variables)):
+                with tf.control_dependencies([previous]):
+                    previous = tf.add_n([weights[t] * p[k] for t, p in enumerate(parts)])
+                grads.append(previous)
+            grads += tape.gradient(total, head_variables)
+        model.optimizer.apply(grads, variables)
+        return total
+
+    return step
+
+
 def run_child(config):
     """Runs one configuration in this process; returns its result dict."""
     started = time.perf_counter()
@@ -194,18 +260,35 @@ def run_child(config):
     _stage(stages, "build_compile", started)
 
     step_s = []
+    if config.get("plain"):
+        train = plain_step(model, x, y, config["plain"])
+        result["weighting"] = f"plain TensorFlow step ({config['plain']})"
     if config.get("train", True):
         for step in range(config["steps"]):
             start = time.perf_counter()
-            logs = model.train_on_batch(x, y, return_dict=True)
+            if config.get("plain"):
+                logs = {"loss": train()}
+            else:
+                logs = model.train_on_batch(x, y, return_dict=True)
             step_s.append(round(time.perf_counter() - start, 3))
             if step == 0:
                 _stage(stages, "first_step", started)
         _stage(stages, "last_step", started)
         result["loss"] = float(logs["loss"])
     result.update(stages=stages, step_s=step_s, status="ok",
-                  jit_compile=bool(getattr(model, "jit_compile", False)))
+                  jit_compile=bool(getattr(model, "jit_compile", False)),
+                  tensor_peak_mib=_tensor_peak_mib(tf))
     return result
+
+
+def _tensor_peak_mib(tf):
+    """The most bytes TensorFlow's tensors held at once on the CPU (its BFC
+    allocator's count, which the parent turns on), MiB; None where that
+    allocator is not in use."""
+    try:
+        return round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / MIB, 1)
+    except ValueError:
+        return None
 
 
 def child_main(config_json):
@@ -227,7 +310,10 @@ def child_main(config_json):
 # --- parent -------------------------------------------------------------------
 def run_config(name, config, timeout):
     """Runs one configuration in a child; its result, never an exception."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # TensorFlow's BFC allocator on the CPU counts the bytes its tensors
+    # hold (the `tensors` columns), apart from the graphs, kernels and
+    # libraries that the resident set also holds.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CPU_ALLOCATOR_USE_BFC="true")
     command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(config)]
     started = time.perf_counter()
     # Files, not pipes: the parent then only waits, with `os.wait4`, which
@@ -347,6 +433,8 @@ def aggregate(name, runs):
         stage: round(_median([r["stages"][stage]["peak_mib"] for r in ok]), 1)
         for stage in ok[0]["stages"]
     }
+    tensors = [r.get("tensor_peak_mib") for r in ok]
+    row["tensor_peak_mib"] = None if None in tensors else round(_median(tensors), 1)
     row["wall_s"] = round(_median([r["wall_s"] for r in ok]), 1)
     row["step_s"] = [round(_median(times), 3) for times in zip(*(r["step_s"] for r in ok))]
     return row
@@ -357,22 +445,37 @@ def summarise(results, tasks):
     by_name = {r["config"]: r for r in results}
     equal = by_name.get("equal", {})
     equal_peak = equal.get("peak_mib") if equal.get("status") == "ok" else None
+    equal_tensors = equal.get("tensor_peak_mib") if equal.get("status") == "ok" else None
     parameters = next((r["trunk_parameters"] for r in results if r.get("trunk_parameters")), None)
     matrix_mib = None if parameters is None else tasks * parameters * 4 / MIB
     for r in results:
         goal = CONFIGS[r["config"]]["goal"]
         r["goal_factor"] = goal
         r["excess_over_equal_mib"] = r["excess_over_matrix"] = r["meets_goal"] = None
+        r["tensor_excess_over_matrix"] = r["tensors_meet_goal"] = None
         if r["status"] != "ok" or equal_peak is None or not matrix_mib:
             continue
+        if equal_tensors is not None and r.get("tensor_peak_mib") is not None:
+            excess = (r["tensor_peak_mib"] - equal_tensors) / matrix_mib
+            r["tensor_excess_over_matrix"] = round(excess, 3)
+            if goal is not None:
+                r["tensors_meet_goal"] = bool(excess <= goal)
         excess = r["peak_mib"] - equal_peak
         r["excess_over_equal_mib"] = round(excess, 1)
         r["excess_over_matrix"] = round(excess / matrix_mib, 3)
         if goal is not None:
             r["goal_mib"] = round(equal_peak + goal * matrix_mib, 1)
             r["meets_goal"] = bool(r["peak_mib"] <= r["goal_mib"])
+    plain = [by_name.get(n, {}) for n in ("plain_params", "plain_equal")]
+    floors = {"peak_mib": None, "tensor_peak_mib": None}
+    if matrix_mib and all(r.get("status") == "ok" for r in plain):
+        for key in floors:
+            if None not in (plain[0].get(key), plain[1].get(key)):
+                floors[key] = round((plain[0][key] - plain[1][key]) / matrix_mib, 3)
     return {"trunk_parameters": parameters, "gradient_matrix_mib": (
-        None if matrix_mib is None else round(matrix_mib, 1)), "equal_peak_mib": equal_peak}
+        None if matrix_mib is None else round(matrix_mib, 1)), "equal_peak_mib": equal_peak,
+        "equal_tensor_peak_mib": equal_tensors, "plain_params_floor": floors["peak_mib"],
+        "plain_params_tensor_floor": floors["tensor_peak_mib"]}
 
 
 def _describe(name, settings):
@@ -400,6 +503,11 @@ def markdown_report(settings, summary, library, results, run_s):
             "-" if goal is None else f"<= {goal:g}" + (
                 f" ({r['goal_mib']:.0f} MiB)" if "goal_mib" in r else ""),
             "-" if r["meets_goal"] is None else ("yes" if r["meets_goal"] else "NO"),
+            "-" if r.get("tensor_peak_mib") is None else f"{r['tensor_peak_mib']:.0f}",
+            "-" if r["tensor_excess_over_matrix"] is None
+            else f"{r['tensor_excess_over_matrix']:.2f}",
+            "-" if r["tensors_meet_goal"] is None else (
+                "yes" if r["tensors_meet_goal"] else "NO"),
             f"{r['wall_s']:.0f}" if ok else "-",
             " ".join(f"{s:.2f}" for s in r.get("step_s", [])) or "-",
         ])
@@ -434,6 +542,19 @@ def markdown_report(settings, summary, library, results, run_s):
         + ". 'x T*P*4': (peak - Equal's peak) / T*P*4. Goals: params mode <= Equal + 1.2 "
         "x T*P*4; a bfloat16 gradient matrix <= Equal + 0.6 x T*P*4.",
         "",
+        "'tensors': the peak of the bytes TensorFlow's tensors held at once (its BFC "
+        "allocator's count, `tf.config.experimental.get_memory_info('CPU:0')['peak']`), "
+        "without the graphs, kernels and libraries the resident set also holds; the same "
+        "goals read on it.",
+        "",
+        "Plain TensorFlow (the `plain_*` rows, the same model trained by a hand-written "
+        "`tf.function` step): T exact trunk gradients held, their Gram matrix and "
+        "combination cost (plain_params - plain_equal) "
+        + _factor(summary.get("plain_params_floor"))
+        + " x T*P*4 of resident memory and "
+        + _factor(summary.get("plain_params_tensor_floor"))
+        + " x T*P*4 of tensors over one backward pass.",
+        "",
         f"Measured keras_mtl: {measured}.",
         "",
     ]
@@ -446,7 +567,8 @@ def markdown_report(settings, summary, library, results, run_s):
         ]
     lines += [
         _table(["config", "weighting", "peak MiB", "range", "built MiB", "step 1 MiB",
-                "vs Equal MiB", "x T*P*4", "goal", "met", "child s", "steps s"], rows),
+                "vs Equal MiB", "x T*P*4", "goal", "met", "tensors MiB", "tensors x T*P*4",
+                "tensors met", "child s", "steps s"], rows),
         "",
     ]
     if notes:
@@ -460,6 +582,10 @@ def markdown_report(settings, summary, library, results, run_s):
         "",
     ]
     return "\n".join(lines)
+
+
+def _factor(value):
+    return "?" if value is None else f"{value:.2f}"
 
 
 def _memory_gib():
