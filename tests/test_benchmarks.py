@@ -122,3 +122,34 @@ def test_gradient_overhead_times_the_params_mode_floor():
         "forward", "forward_backward", "backward_T2", "stacked_T2", "backward_T3", "stacked_T3",
     ])
     assert all(t > 0 for t in times.values())
+
+
+def test_gradient_overhead_report_reads_each_row_against_its_goal():
+    import bench_gradient_overhead
+
+    def row(method, mode, ratio):
+        return {"method": method, "mode": mode, "ratio": ratio, "libmtl": None,
+                "vs_libmtl": None}
+
+    trunk = {"forward": 1.0, "forward_backward": 3.0, "stacked_T3": 9.0}
+    results = {
+        "settings": {"batch_size": 4, "repeats": 2, "clock": "cpu", "threads": 1},
+        "trunk_ms": {"reference": trunk, "hydranet": trunk},
+        "reference_T3": {
+            "equal_step_ms": 10.0, "equal_vs_no_weighting": 1.0, "params_floor": 2.0,
+            "ratios": [row("PCGrad", "params", 2.1), row("CAGrad", "params", 2.2),
+                       row("PCGrad", "representation", 1.06),
+                       row("NashMTL, update_every=2", "params", 3.0)],
+        },
+    }
+    lines = bench_gradient_overhead.markdown_report(results).splitlines()
+
+    def cells(prefix):
+        (line,) = [line for line in lines if line.startswith(prefix)]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    # 2.1 / 2.0 = 1.05 meets the params goal; 2.2 / 2.0 = 1.10 does not.
+    assert cells("| PCGrad                  | params")[3:6] == ["1.050", "<= 1.05 x floor", "yes"]
+    assert cells("| CAGrad")[3:6] == ["1.100", "<= 1.05 x floor", "NO"]
+    assert cells("| PCGrad                  | repr")[3:6] == ["", "<= 1.05", "NO"]
+    assert cells("| NashMTL, update_every=2")[3:6] == ["", "", ""]
