@@ -124,3 +124,38 @@ def test_gradient_dtype_is_checked_and_saved():
         W.PCGrad(gradient_dtype="float16")
     config = W.PCGrad(gradient_dtype="bfloat16").get_config()
     assert W.PCGrad.from_config(config).gradient_dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("block_size", [1000, 5, 3])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_combine_parts_in_slices_equals_combine_on_the_matrix(monkeypatch, block_size, dtype):
+    # Variables larger than BLOCK_SIZE are stacked in slices (1000: none is;
+    # 5 and 3: a (2, 4) variable in slices of 5 + 3 or 3 + 3 + 2, and slices
+    # that cut across a row); the Gram matrix and the combination must not
+    # change.
+    from keras_mtl.weighting import gradient_base
+    from keras_mtl.weighting.mgda import MGDA
+
+    from gradient_method_checks import built
+
+    monkeypatch.setattr(gradient_base, "BLOCK_SIZE", block_size)
+    rng = np.random.default_rng(0)
+    shapes = [(2, 4), (3,), (1, 1)]
+    parts = [[rng.normal(size=s).astype("float32") for s in shapes] for _ in range(3)]
+    if dtype == "bfloat16":  # the matrix then holds what bfloat16 keeps
+        parts = [[ops.convert_to_numpy(ops.cast(ops.cast(g, dtype), "float32")) for g in p]
+                 for p in parts]
+    names = ("a", "b", "c")
+    losses = {n: ops.convert_to_tensor(1.0 + i) for i, n in enumerate(names)}
+    counts = {n: ops.convert_to_tensor(4.0) for n in names}
+    flat = np.stack([np.concatenate([np.ravel(g) for g in p]) for p in parts])
+    expected, expected_weights = built(MGDA(), names).combine(
+        ops.convert_to_tensor(flat), losses, counts, training=False)
+    held = [[ops.cast(ops.convert_to_tensor(g), dtype) for g in p] for p in parts]
+    combined, weights = built(MGDA(gradient_dtype=dtype), names).combine_parts(
+        held, losses, counts, training=False)
+    assert [tuple(c.shape) for c in combined] == shapes
+    np.testing.assert_allclose(ops.convert_to_numpy(weights), ops.convert_to_numpy(expected_weights),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.concatenate([np.ravel(ops.convert_to_numpy(c)) for c in combined]),
+                               ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6)

@@ -129,11 +129,12 @@ class GradientWeighting(Weighting):
             `(combined, weights)`: the combined gradient as a list like
             `parts[0]` (float32) and the `(T,)` task weights.
 
-        The Gram matrix is summed variable by variable, and each variable's
-        combination is formed on its own, so nothing but the per-task
-        gradients themselves is held at once (the memory the params mode
-        needs): `after` keeps a graph executor from building every
-        variable's block at once. A method that overrides `combine` gets the
+        The Gram matrix is summed piece by piece (a variable, or a slice of
+        at most `BLOCK_SIZE` of its entries), and each piece's combination is
+        formed on its own, so that nothing but the per-task gradients is
+        held at once, and a `(T, piece)` float32 block at a time (the memory
+        the params mode needs): `after` keeps a graph executor from building
+        every block at once. A method that overrides `combine` gets the
         stacked matrix.
         """
         if type(self).combine is not GradientWeighting.combine:
@@ -141,24 +142,27 @@ class GradientWeighting(Weighting):
             flat = ops.stack([_flatten(p) for p in parts])
             combined, weights = self.combine(flat, losses, counts, training=training)
             return _split(combined, shapes), weights
-        def block(k):  # variable k's gradients, (T, size), in float32
-            return ops.stack([ops.cast(ops.reshape(p[k], (-1,)), "float32") for p in parts])
-
         after = after or (lambda value, fn: fn())
+        spans = [_spans(tensor) for tensor in parts[0]]  # per variable
 
-        def add_block(gram, k):
-            stacked = block(k)
-            return gram + ops.matmul(stacked, ops.transpose(stacked))
+        def add_block(gram, k, span):
+            block = _block(parts, k, span)
+            return gram + ops.matmul(block, ops.transpose(block))
 
         gram = ops.zeros((len(parts), len(parts)), "float32")
-        for k in range(len(parts[0])):
-            gram = after(gram, lambda: add_block(gram, k))  # noqa: B023 (called at once)
+        for k, variable_spans in enumerate(spans):
+            for span in variable_spans:
+                gram = after(gram, lambda: add_block(gram, k, span))  # noqa: B023 (called at once)
         weights = self._weights(gram, losses, counts, training)
         combined, previous = [], weights
-        for k in range(len(parts[0])):
-            previous = after(previous, lambda: ops.reshape(  # noqa: B023
-                ops.tensordot(weights, block(k), axes=1), parts[0][k].shape))
-            combined.append(previous)
+        for k, variable_spans in enumerate(spans):
+            pieces = []
+            for span in variable_spans:
+                previous = after(previous, lambda: ops.tensordot(
+                    weights, _block(parts, k, span), axes=1))  # noqa: B023
+                pieces.append(previous)
+            vector = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces)
+            combined.append(ops.reshape(vector, parts[0][k].shape))
         return combined, weights
 
     def _weights(self, gram, losses, counts, training):
@@ -224,6 +228,31 @@ class GradientWeighting(Weighting):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "gradient_dtype": self.gradient_dtype}
+
+
+#: The most entries of one variable that `combine_parts` stacks for the T
+#: tasks at once (the largest ResNet50 kernel has 2.4M): a float32 block
+#: is then T MiB (T * 2^18 * 4 bytes), not T times the largest variable.
+BLOCK_SIZE = 2**18
+
+
+def _spans(tensor):
+    """`(start, stop)` slices of at most `BLOCK_SIZE` of `tensor`'s entries
+    (flattened) that cover it: one for all but the largest variables."""
+    size = 1
+    for d in tensor.shape:
+        size *= d
+    return [(start, min(start + BLOCK_SIZE, size)) for start in range(0, size, BLOCK_SIZE)]
+
+
+def _block(parts, k, span):
+    """The `(T, stop - start)` float32 block of variable `k`'s task
+    gradients, stacked in their own dtype and cast once."""
+    start, stop = span
+    rows = [ops.reshape(p[k], (-1,)) for p in parts]
+    if (start, stop) != (0, rows[0].shape[0]):
+        rows = [row[start:stop] for row in rows]
+    return ops.cast(ops.stack(rows), "float32")
 
 
 def _flatten(tensors):
