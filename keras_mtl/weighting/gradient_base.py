@@ -232,8 +232,9 @@ class GradientWeighting(Weighting):
 
 #: The most entries of one variable that `combine_parts` stacks for the T
 #: tasks at once (the largest ResNet50 kernel has 2.4M): a float32 block
-#: is then T MiB (T * 2^18 * 4 bytes), not T times the largest variable.
-BLOCK_SIZE = 2**18
+#: is then 4T MiB (T * 2^20 * 4 bytes), not T times the largest variable (smaller
+#: slices add graph ops, which cost resident memory, and saved no tensors).
+BLOCK_SIZE = 2**20
 
 
 def _spans(tensor):
