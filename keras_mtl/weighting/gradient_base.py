@@ -26,6 +26,8 @@ gradient 0; `labelled` (a boolean vector from the counts, never from the
 losses' values) tells methods which tasks to combine in that step.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -240,9 +242,7 @@ BLOCK_SIZE = 2**20
 def _spans(tensor):
     """`(start, stop)` slices of at most `BLOCK_SIZE` of `tensor`'s entries
     (flattened) that cover it: one for all but the largest variables."""
-    size = 1
-    for d in tensor.shape:
-        size *= d
+    size = math.prod(tensor.shape)
     return [(start, min(start + BLOCK_SIZE, size)) for start in range(0, size, BLOCK_SIZE)]
 
 
@@ -263,9 +263,7 @@ def _flatten(tensors):
 def _split(vector, shapes):
     parts, start = [], 0
     for shape in shapes:
-        size = 1
-        for d in shape:
-            size *= d
+        size = math.prod(shape)
         parts.append(ops.reshape(vector[start:start + size], shape))
         start += size
     return parts
