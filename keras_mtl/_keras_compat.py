@@ -31,6 +31,20 @@ def loss_tracker(model):
     return tracker
 
 
+def metric_direction(metric):
+    """`"up"`, `"down"` or None: whether larger values of `metric` are better.
+
+    Why: Keras' `EarlyStopping` / `ModelCheckpoint` with `mode="auto"` find a
+    monitored metric's direction only among the metrics `compile` wrapped in
+    its own (private) containers, so they refuse a task metric such as
+    `val_age_mae`; the direction is the metric's `_direction`, set by its
+    class and with no public accessor. `MultiTaskModel.fit` sets those
+    callbacks' `mode` from it.
+    """
+    direction = getattr(metric, "_direction", None)
+    return direction if direction in ("up", "down") else None
+
+
 def flatten_layers(layer):
     """Every layer inside `layer` (recursively, `layer` excluded), each once.
 

@@ -19,13 +19,22 @@ import math
 import numbers
 
 
-def check_int(argument, value, minimum=0):
+def is_int(value, minimum=0):
+    """Whether `value` is an integer (Python or NumPy, not a bool) `>= minimum`."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+
+
+def check_int(argument, value, minimum=0, optional=False):
     """`value` as an `int` if it is an integer (Python or NumPy, not a bool)
-    `>= minimum`, else a Keras-style `ValueError`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    `>= minimum`, else a Keras-style `ValueError`. With `optional`, `None`
+    is accepted (and returned) too."""
+    if optional and value is None:
+        return None
+    if not is_int(value, minimum):
+        none = "None or " if optional else ""
         raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected an "
-            f"integer >= {minimum}. Received: {argument}={value!r}"
+            f"Invalid value received for argument `{argument}`. Expected "
+            f"{none}an integer >= {minimum}. Received: {argument}={value!r}"
         )
     return int(value)
 
@@ -33,6 +42,42 @@ def check_int(argument, value, minimum=0):
 def check_positive_int(argument, value):
     """`value` as an `int` if it is an integer >= 1, else a `ValueError`."""
     return check_int(argument, value, minimum=1)
+
+
+def check_ints(argument, values, minimum=1, min_length=1, max_length=None, expected=None):
+    """`values`, a sequence (list, tuple, NumPy array, ...) of integers
+    (Python or NumPy, not bools) `>= minimum`, as a tuple of `int`s; else a
+    Keras-style `ValueError`.
+
+    Its length must be in `[min_length, max_length]` (`None`: no upper
+    bound). `expected` words the expectation in the message (by default "a
+    non-empty tuple of positive integers" or of "integers >= minimum").
+
+    Example:
+
+    >>> import numpy as np
+    >>> check_ints("units", [np.int64(8), 4])
+    (8, 4)
+    """
+    try:
+        result = tuple(values)
+    except TypeError:
+        result = None
+    ok = (
+        result is not None
+        and min_length <= len(result)
+        and (max_length is None or len(result) <= max_length)
+        and all(is_int(v, minimum) for v in result)
+    )
+    if not ok:
+        if expected is None:
+            items = "positive integers" if minimum == 1 else f"integers >= {minimum}"
+            expected = f"a {'non-empty ' if min_length else ''}tuple of {items}"
+        raise ValueError(
+            f"Invalid value received for argument `{argument}`. Expected "
+            f"{expected}. Received: {argument}={values!r}"
+        )
+    return tuple(int(v) for v in result)
 
 
 def check_number(argument, value, minimum=None, exclusive=False, kind="float"):

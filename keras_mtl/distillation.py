@@ -57,6 +57,7 @@ from keras_mtl._validation import check_number
 from keras_mtl import training as training_lib
 from keras_mtl import weighting as weighting_lib
 from keras_mtl.models import MultiTaskModel
+from keras_mtl.models.step_checks import inputs_finite
 
 #: Probabilities are clipped to [EPSILON, 1] before their logarithm.
 EPSILON = 1e-7
@@ -335,9 +336,10 @@ class Distiller(keras.Model):
         return metrics
 
     def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
-        # The callbacks `MultiTaskModel.fit` adds, in the same order.
+        # The callbacks `MultiTaskModel.fit` adds, in the same order. An
+        # epoch without labels is valid here: the teachers' targets train.
         callbacks, validation_data = self.student.fit_callbacks(
-            callbacks, validation_data, kwargs)
+            callbacks, validation_data, kwargs, require_labels=False)
         return super().fit(
             *args, callbacks=callbacks, validation_data=validation_data, **kwargs
         )
@@ -375,7 +377,9 @@ class Distiller(keras.Model):
             losses, the distillation losses (tasks with a teacher) and the
             numbers of labelled examples (pixels).
         """
-        targets = self.student.prepare_targets(y, sample_weight)
+        return self._task_losses(x, self.student.prepare_targets(y, sample_weight), y_pred)
+
+    def _task_losses(self, x, targets, y_pred):
         sums, counts = self.student.task_loss_terms(targets, y_pred)
         label = {n: ops.divide_no_nan(sums[n], counts[n]) for n in self.task_names}
         distill = self.distillation_losses(x, y_pred)
@@ -388,7 +392,8 @@ class Distiller(keras.Model):
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        losses, label, distill, counts = self.task_losses(x, y, y_pred, sample_weight)
+        targets = self.student.prepare_targets(y, sample_weight)
+        losses, label, distill, counts = self._task_losses(x, targets, y_pred)
         total, weights = self.student.combine_losses(losses, counts, training=training)
         # `<task>_loss` stays the student's label loss (as the student would
         # report it); the distillation terms are logged beside it.
@@ -401,11 +406,27 @@ class Distiller(keras.Model):
         # are constants and left out). Keras' step sums the replicas'
         # gradients: each replica gives its share.
         total = total + training_lib.extra_loss(self.student.losses)
+        # As the student's own step: a step with out-of-domain labels or a
+        # non-finite loss logs (and returns) NaN, which `StepGuard` turns into
+        # an error naming the task; `where` leaves the gradients zero.
+        names = self.task_names
+        clean = self.student.step_checks.update_state(
+            ops.stack([targets[n].errors for n in names]),
+            ops.isfinite(ops.stack([ops.cast(losses[n], "float32") for n in names])),
+            ops.all(ops.isfinite(total)),
+            ops.stack([ops.cast(counts[n], "float32") for n in names]),
+            inputs_finite(x) if self.student.stop_on_nonfinite else True,
+        )
+        total = ops.where(clean, total, float("nan"))
         return total / training_lib.replicas()
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.student.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        # As the student reports them: NaN for a task never labelled so far.
+        return self.student.mask_absent_tasks(super().get_metrics_result())
 
     # --- serialisation ----------------------------------------------------------
     def get_config(self):

@@ -40,7 +40,8 @@ callbacks first (`keras_mtl.tuning.MultiTaskHyperModel.fit` does).
 
 A key that is never logged is an error, raised as soon as it is known: at the
 end of the first epoch that ran validation (for `val_` keys), or at the end
-of training when no epoch did (no `validation_data`). `RequireLogged` applies
+of training when no epoch did (no `validation_data`). So is a task metric
+that is NaN (the validation data hold no labelled example of that task). `RequireLogged` applies
 the same rule to any key, e.g. a tuner's objective.
 """
 
@@ -162,6 +163,18 @@ class TaskObjective(keras.callbacks.Callback):
             task: {m: float(logs[f"{self.prefix}{task}_{m}"]) for m in names}
             for task, names in self.required_metrics().items()
         }
+        # A task's metrics are NaN when its data held no labelled example
+        # (no score, not a perfect one): the objective has no value then.
+        absent = [t for t, v in values.items() if any(math.isnan(x) for x in v.values())]
+        if absent:
+            data = "validation data" if self.prefix == "val_" else f"'{self.prefix}' data"
+            raise ObjectiveError(
+                f"`{self.key}` ({type(self).__name__}) cannot be computed at epoch "
+                f"{epoch + 1}: the metrics of tasks {absent} are NaN. The {data} "
+                "hold no labelled example of those tasks (or their loss is not "
+                "finite). Give every task the objective reads labelled validation "
+                "examples, or leave the task out of the objective."
+            )
         logs[self.key] = float(self.compute(values))
         self._logged = True
 

@@ -16,15 +16,28 @@ for segmentation, NaN per pixel for dense regression. A label whose last axis
 holds several values (a 2-d position, a multi-hot row, a depth channel) is
 missing when any of those values is missing. Missing labels add no loss and no
 metric update (see `MultiTaskModel`).
+
+Label domains. Every other value must lie in the task's domain (`domain`):
+class ids are integers in `[0, num_classes)`, binary and multi-label targets
+lie in `[0, 1]` (soft labels included), regression targets are finite. A value
+outside it (a 255 "ignore" pixel, a class id of 1.7, a binary label of 255,
+a class id of -2, an infinite target) is never read as missing nor trained
+on: the step masks it and reports it, and `fit` stops with a `ValueError`
+naming the task (`keras_mtl.models.step_checks`).
 """
 
+import re
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mtl._validation import check_int
 from keras_mtl._validation import check_non_negative
 
-_NAME_FORBIDDEN = set(" /\\:")
+#: A task's name becomes a layer name, a TF name scope, log keys and
+#: SavedModel output keys: ASCII letters, digits, `_`, `.` and `-`.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _is_float(x):
@@ -32,13 +45,138 @@ def _is_float(x):
 
 
 def _check_name(name):
-    if not isinstance(name, str) or not name or _NAME_FORBIDDEN & set(name):
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise ValueError(
             "Invalid value received for argument `name`. Expected a non-empty "
-            "string without spaces, slashes or colons (it names the head, its "
-            f"losses and metrics). Received: name={name!r}"
+            "name of ASCII letters, digits, '_', '.' and '-', starting with a "
+            "letter or digit: it names the head's layers, its TensorFlow name "
+            f"scope, its log keys and its SavedModel outputs. Received: name={name!r}"
+        )
+    if name == "val" or name.startswith("val_"):
+        raise ValueError(
+            "Invalid value received for argument `name`. Expected a name other "
+            "than 'val' and not starting with 'val_': Keras prefixes validation "
+            f"logs with 'val_', so the training logs of a task named {name!r} "
+            f"would read as validation logs (`{name}_loss`). Received: name={name!r}"
         )
     return name
+
+
+#: Keras losses by the labels they read (function and class names). A class-id
+#: task takes only class-id losses; other tasks take neither those nor the
+#: one-hot ones (keras_mtl's class labels are ids, never one-hot).
+_LOSS_FAMILIES = {
+    "class_ids": {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"},
+    "one_hot": {
+        "categorical_crossentropy", "CategoricalCrossentropy",
+        "categorical_focal_crossentropy", "CategoricalFocalCrossentropy",
+        "categorical_hinge", "CategoricalHinge",
+    },
+    "binary": {
+        "binary_crossentropy", "BinaryCrossentropy", "binary_focal_crossentropy",
+        "BinaryFocalCrossentropy", "hinge", "Hinge", "squared_hinge", "SquaredHinge",
+    },
+    "regression": {
+        "mean_squared_error", "MeanSquaredError", "mean_absolute_error", "MeanAbsoluteError",
+        "huber", "Huber", "log_cosh", "LogCosh", "mean_squared_logarithmic_error",
+        "MeanSquaredLogarithmicError", "mean_absolute_percentage_error",
+        "MeanAbsolutePercentageError", "poisson", "Poisson",
+    },
+}
+
+
+_FAMILY_TEXT = {
+    "class_ids": "class-id", "one_hot": "one-hot", "binary": "binary", "regression": "regression",
+}
+
+
+def _check_loss(task, loss):
+    """Refuses a loss that cannot read the task's labels or head."""
+    if isinstance(loss, keras.losses.Loss):
+        key, config = type(loss).__name__, loss.get_config()
+    else:
+        key, config = getattr(loss, "__name__", None), {}
+    family = next((f for f, names in _LOSS_FAMILIES.items() if key in names), None)
+    wrong = (
+        family in ("binary", "regression", "one_hot") if task.label_family == "class_ids"
+        else family in ("class_ids", "one_hot")
+    )
+    problem = None
+    if wrong:
+        hint = (
+            " (for class ids use 'sparse_categorical_crossentropy')"
+            if family == "one_hot" else ""
+        )
+        problem = (
+            f"{key} reads {_FAMILY_TEXT[family]} labels, and task {task.name!r} "
+            f"has {_FAMILY_TEXT[task.label_family]} labels{hint}"
+        )
+    elif config.get("from_logits") and task.activation is not None:
+        problem = (
+            f"from_logits=True, but the head of task {task.name!r} already applies a "
+            f"{task.activation} (it outputs probabilities, as `predict` gives them); "
+            "use from_logits=False, the default: under TensorFlow Keras reads the "
+            "logits back from that op, so training is as stable"
+        )
+    elif config.get("reduction") == "sum":
+        problem = (
+            "reduction='sum': each task's loss is the mean over its labelled "
+            "examples (missing labels masked), whatever the reduction; scale a "
+            "task's loss with `compile(loss_weights=...)` instead"
+        )
+    if problem:
+        raise ValueError(
+            f"Invalid value received for argument `loss`. {problem}. "
+            f"Received: loss={task.loss!r}"
+        )
+
+
+def _label_tensor(task, y):
+    """`y` as a tensor of numbers, or a `ValueError` naming the task."""
+    if getattr(y, "dtype", None) is None or getattr(y.dtype, "kind", None) in ("U", "S", "O"):
+        y = np.asarray(y)
+        if y.dtype.kind in ("U", "S", "O"):
+            hint = (
+                " (map class names to ids, e.g. with `class_names.index`)"
+                if task.label_family == "class_ids" else ""
+            )
+            raise ValueError(
+                f"Invalid labels for task {task.name!r}: expected numbers, "
+                f"{task.domain}. Received labels of dtype {y.dtype}{hint}, e.g. "
+                f"{y.reshape(-1)[:3].tolist()!r}."
+            )
+    y = ops.convert_to_tensor(y)
+    if keras.backend.standardize_dtype(y.dtype) == "string":
+        raise ValueError(
+            f"Invalid labels for task {task.name!r}: expected numbers, {task.domain}. "
+            "Received a tensor of strings (map them to numbers in the data pipeline)."
+        )
+    return y
+
+
+def value_summary(bad, values):
+    """`[count, min, max]` (float32) of `values` where `bad` is True; min and
+    max are +inf and -inf when nothing is. What a step reports of the
+    values it left out."""
+    values = ops.cast(values, "float32")
+    return ops.stack([
+        ops.sum(ops.cast(bad, "float32")),
+        ops.min(ops.where(bad, values, float("inf"))),
+        ops.max(ops.where(bad, values, -float("inf"))),
+    ])
+
+
+def _outside_unit_interval(task, y):
+    """`label_masks` of binary targets: `[0, 1]`, -1 or NaN missing."""
+    missing, invalid = Task.label_masks(task, y)
+    outside = ops.logical_or(ops.less(y, 0), ops.greater(y, 1))
+    return missing, ops.logical_or(invalid, outside)
+
+
+def _ignore_class(loss):
+    if isinstance(loss, keras.losses.Loss):
+        return loss.get_config().get("ignore_class")
+    return None
 
 
 class Task:
@@ -72,8 +210,14 @@ class Task:
     label_dtype = "float32"
     #: Whether labels are class ids (one value fewer than the output's rank).
     sparse_labels = False
-    #: Whether a negative label (-1) marks a missing label (class labels).
-    negative_is_missing = False
+    #: Whether -1 marks a missing label (class labels), besides NaN.
+    minus_one_is_missing = False
+    #: Whether each value of a label's last axis is masked on its own (the
+    #: loss is then per value); otherwise a label is missing as a whole.
+    masks_per_value = False
+    #: The kind of labels, which decides the Keras metrics that read them:
+    #: "regression" values, "binary" (or multi-hot) targets, "class_ids".
+    label_family = "regression"
 
     def __init__(self, name, loss=None, attach_at=None,
                  gradient_reversal=None):
@@ -90,13 +234,14 @@ class Task:
         )
         self.loss = self.default_loss if loss is None else loss
         try:
-            keras.losses.get(self.loss)
+            resolved = keras.losses.get(self.loss)
         except (ValueError, TypeError) as error:
             raise ValueError(
                 "Invalid value received for argument `loss`. Expected a Keras "
                 "loss name, function or `keras.losses.Loss` instance. "
                 f"Received: loss={self.loss!r}"
             ) from error
+        _check_loss(self, resolved)
 
     # --- shapes -----------------------------------------------------------
     @property
@@ -131,43 +276,55 @@ class Task:
         """`{metric_name: bool}` for each of `metrics()` (used by Δm)."""
         return {}
 
-    # --- missing labels ----------------------------------------------------
-    def missing(self, y):
-        """Boolean tensor, True where the label is missing (the loss's shape)."""
-        missing = ops.isnan(y) if _is_float(y) else ops.zeros_like(y, "bool")
-        if self.negative_is_missing:
-            missing = ops.logical_or(missing, ops.less(y, 0))
-        if not self.sparse_labels:
-            missing = ops.any(missing, axis=-1)
-        return missing
+    # --- missing labels and the label domain -------------------------------
+    @property
+    def domain(self):
+        """The valid labels and the missing marker, in words (error messages)."""
+        return "finite numbers, or NaN for a missing label"
 
-    def fill_missing(self, y, missing):
-        """Replaces missing labels by a valid placeholder (masked later)."""
-        if not self.sparse_labels:
-            missing = ops.expand_dims(missing, -1)
-        return ops.where(missing, ops.zeros_like(y), y)
+    def label_masks(self, y):
+        """`(missing, invalid)`: boolean tensors of `y`'s shape, True where a
+        value is the missing marker, or neither that nor in the domain."""
+        if _is_float(y):
+            missing = ops.isnan(y)
+            invalid = ops.isinf(y)
+        else:
+            missing = invalid = ops.zeros_like(y, "bool")
+        if self.minus_one_is_missing:
+            missing = ops.logical_or(missing, ops.equal(y, -1))
+        return missing, invalid
 
     def prepare_labels(self, y):
-        """Casts `y` to the label dtype and adds the last axis when it is 1.
+        """The labels as the loss takes them, and what to leave out.
 
-        Returns the labels and a boolean mask of the missing ones.
+        Returns `(labels, missing, invalid, received)`: `labels` cast to the
+        label dtype (a last axis of 1 added where the head has one), with
+        missing and out-of-domain values replaced by a valid placeholder;
+        `missing` and `invalid`, boolean masks of the loss's shape (an
+        example, or a pixel, is missing or invalid when any of its values
+        is); `received`, `value_summary` of the out-of-domain values.
         """
-        y = ops.convert_to_tensor(y)
-        if self.sparse_labels:
-            if _is_float(y):
-                # NaN class ids count as missing before the integer cast.
-                y = ops.where(ops.isnan(y), -ops.ones_like(y), y)
-            y = ops.cast(y, "int32")
-        else:
-            y = ops.cast(y, self.label_dtype)
-            if self.output_channels == 1 and self._needs_channel_axis(y):
-                y = ops.expand_dims(y, -1)
-        missing = self.missing(y)
-        return self.fill_missing(y, missing), missing
+        y = _label_tensor(self, y)
+        if not self.sparse_labels and self.output_channels == 1 and self._needs_channel_axis(y):
+            y = ops.expand_dims(y, -1)
+        missing, invalid = self.label_masks(y)
+        invalid = ops.logical_and(invalid, ops.logical_not(missing))
+        received = value_summary(invalid, y)
+        left_out = ops.logical_or(missing, invalid)
+        labels = ops.cast(ops.where(left_out, ops.zeros_like(y), y), self.label_dtype)
+        if not self.sparse_labels and not self.masks_per_value:
+            missing, invalid = ops.any(missing, axis=-1), ops.any(invalid, axis=-1)
+            invalid = ops.logical_and(invalid, ops.logical_not(missing))
+        return labels, missing, invalid, received
 
     def _needs_channel_axis(self, y):
         expected_rank = 4 if self.kind == "dense" else 2
         return len(y.shape) == expected_rank - 1
+
+    def serving_outputs(self):
+        """The names of this task's SavedModel outputs (`keras_mtl.export`):
+        its prediction, then what is derived from it."""
+        return [self.name]
 
     # --- serialisation -----------------------------------------------------
     def get_config(self):
@@ -258,7 +415,8 @@ class BinaryClassification(Task):
     """
 
     activation = "sigmoid"
-    negative_is_missing = True
+    minus_one_is_missing = True
+    label_family = "binary"
     default_loss = "binary_crossentropy"
 
     def __init__(self, name, loss=None, attach_at=None,
@@ -271,6 +429,16 @@ class BinaryClassification(Task):
     def output_channels(self):
         return 1
 
+    @property
+    def domain(self):
+        return "0 or 1 (or a soft label in [0, 1]), or -1 (or NaN) for a missing label"
+
+    def label_masks(self, y):
+        return _outside_unit_interval(self, y)
+
+    def serving_outputs(self):
+        return [self.name, f"{self.name}_class_ids"]
+
     def metrics(self):
         return [
             keras.metrics.BinaryAccuracy(name="accuracy"),
@@ -282,8 +450,44 @@ class BinaryClassification(Task):
         return {"accuracy": True, "auc": True}
 
 
+class _ClassIdLabels:
+    """Labels that are class ids (multi-class and segmentation tasks): one
+    output channel per class; integers in `[0, num_classes)`, -1 or NaN
+    missing; served as scores, `<task>_class_ids` and, with `class_names`,
+    `<task>_class_names`."""
+
+    @property
+    def output_channels(self):
+        return self.num_classes
+
+    @property
+    def domain(self):
+        ignored = _ignore_class(self.loss)
+        ignored = "" if ignored is None else f" (or {ignored}, the loss's `ignore_class`)"
+        return (
+            f"class ids: integers in [0, {self.num_classes}), or -1 (or NaN){ignored} "
+            "for a missing label"
+        )
+
+    def label_masks(self, y):
+        missing, invalid = Task.label_masks(self, y)
+        ignored = _ignore_class(self.loss)
+        if ignored is not None:
+            # The loss ignores that id (`ignore_class=255`): a missing marker.
+            missing = ops.logical_or(missing, ops.equal(y, ignored))
+        outside = ops.logical_or(ops.less(y, 0), ops.greater_equal(y, self.num_classes))
+        if _is_float(y):
+            # NaN != floor(NaN) too, but NaN is already `missing`.
+            outside = ops.logical_or(outside, ops.not_equal(y, ops.floor(y)))
+        return missing, ops.logical_or(invalid, outside)
+
+    def serving_outputs(self):
+        names = ["class_ids"] + (["class_names"] if self.class_names else [])
+        return [self.name] + [f"{self.name}_{n}" for n in names]
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MulticlassClassification(Task):
+class MulticlassClassification(_ClassIdLabels, Task):
     """Single-label classification over `num_classes` classes (softmax head).
 
     Labels are class ids in `[0, num_classes)`; -1 marks a missing label.
@@ -305,7 +509,8 @@ class MulticlassClassification(Task):
     """
 
     activation = "softmax"
-    negative_is_missing = True
+    minus_one_is_missing = True
+    label_family = "class_ids"
     default_loss = "sparse_categorical_crossentropy"
     label_dtype = "int32"
     sparse_labels = True
@@ -328,10 +533,6 @@ class MulticlassClassification(Task):
                 )
         self.class_names = class_names
 
-    @property
-    def output_channels(self):
-        return self.num_classes
-
     def metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
@@ -343,7 +544,7 @@ class MulticlassClassification(Task):
         return False
 
     def prepare_labels(self, y):
-        y = ops.convert_to_tensor(y)
+        y = _label_tensor(self, y)
         # Accept (batch, 1) class ids as Keras does.
         if len(y.shape) == len(self.label_shape()) + 1 and y.shape[-1] == 1:
             y = ops.squeeze(y, -1)
@@ -361,7 +562,10 @@ class MulticlassClassification(Task):
 class MultilabelClassification(Task):
     """Multi-label classification: `num_labels` independent sigmoids.
 
-    Labels are multi-hot rows of 0/1; a row holding a -1 (or NaN) is missing.
+    Labels are multi-hot rows of 0/1. Each value is a label of its own: a -1
+    (or NaN) marks that one value as unknown, and the row's other values
+    still train (the loss is the mean over the known values; a data set
+    that labels some attributes of each example, as CelebA-style sets do).
 
     Args:
         name: The task's name.
@@ -379,7 +583,9 @@ class MultilabelClassification(Task):
     """
 
     activation = "sigmoid"
-    negative_is_missing = True
+    minus_one_is_missing = True
+    label_family = "binary"
+    masks_per_value = True
     default_loss = "binary_crossentropy"
 
     def __init__(self, name, num_labels, label_names=None, loss=None, attach_at=None,
@@ -398,6 +604,26 @@ class MultilabelClassification(Task):
     @property
     def output_channels(self):
         return self.num_labels
+
+    @property
+    def domain(self):
+        return (
+            f"rows of {self.num_labels} values, each 0 or 1 (or a soft label in "
+            "[0, 1]), or -1 (or NaN) for an unknown value"
+        )
+
+    def label_masks(self, y):
+        return _outside_unit_interval(self, y)
+
+    def loss_fn(self):
+        # The loss of each value (a trailing axis of 1 for the loss to
+        # reduce), so that unknown values are masked one by one.
+        loss = super().loss_fn()
+        return lambda y, p: loss(ops.expand_dims(y, -1), ops.expand_dims(p, -1))
+
+    def serving_outputs(self):
+        names = ["labels"] + (["label_names"] if self.label_names else [])
+        return [self.name] + [f"{self.name}_{n}" for n in names]
 
     def metrics(self):
         return [
@@ -420,7 +646,7 @@ class MultilabelClassification(Task):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class Segmentation(Task):
+class Segmentation(_ClassIdLabels, Task):
     """Semantic segmentation: a class per pixel, at input resolution.
 
     Labels are `(height, width)` class-id maps; -1 marks an unlabelled pixel.
@@ -442,7 +668,8 @@ class Segmentation(Task):
 
     kind = "dense"
     activation = "softmax"
-    negative_is_missing = True
+    minus_one_is_missing = True
+    label_family = "class_ids"
     default_loss = "sparse_categorical_crossentropy"
     label_dtype = "int32"
     sparse_labels = True
@@ -454,10 +681,6 @@ class Segmentation(Task):
         )
         self.num_classes = check_int("num_classes", num_classes, 2)
         self.class_names = None if class_names is None else list(class_names)
-
-    @property
-    def output_channels(self):
-        return self.num_classes
 
     def metrics(self):
         return [
@@ -474,7 +697,7 @@ class Segmentation(Task):
         return {"pixel_accuracy": True, "miou": True}
 
     def prepare_labels(self, y):
-        y = ops.convert_to_tensor(y)
+        y = _label_tensor(self, y)
         if len(y.shape) == 4 and y.shape[-1] == 1:
             y = ops.squeeze(y, -1)
         return super().prepare_labels(y)
@@ -565,5 +788,16 @@ def check_tasks(tasks):
             "Invalid value received for argument `tasks`. Expected unique task "
             f"names. Received duplicate names: {duplicates}"
         )
+    owners = {}
+    for task in tasks:
+        for output in task.serving_outputs():
+            if output in owners:
+                raise ValueError(
+                    "Invalid value received for argument `tasks`. Task names "
+                    f"{owners[output]!r} and {task.name!r} collide: both give an "
+                    f"output named {output!r} to the exported SavedModel "
+                    "(`keras_mtl.export`). Rename one of them."
+                )
+            owners[output] = task.name
     return tasks
 

@@ -300,3 +300,374 @@ def test_bad_input_gives_a_clear_error(call, error, message):
 def test_the_catalogue_has_at_least_forty_cases():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+# =====================================================================================
+# Mistakes by category (issue 16). The rule, for the next contributor:
+#
+#   Every user mistake either raises early -- a `ValueError`/`TypeError` whose message
+#   names the argument or task, what was expected and what was received -- or is
+#   handled correctly and documented. In-memory data is checked whole before the
+#   first step; a dataset's values are checked inside each step, on the device, and
+#   the first unclean step stops `fit` (`StepGuard`) before any later callback can
+#   save, naming the step. Nothing that looks like data is guessed: a value outside
+#   its task's domain is never read as "missing" nor trained on.
+#
+# One parametrised test per category; each case is (id, call, error, regex).
+# =====================================================================================
+SEG = [T.Regression("a"), T.BinaryClassification("b"), T.MulticlassClassification("c", 3),
+       T.Segmentation("s", 3), T.MultilabelClassification("m", 2)]
+
+
+def bad_labels(task, value, index=1):
+    """Valid labels for SEG with `value` written into task `task` at `index`."""
+    y = random_labels(SEG, 4)
+    y[task] = y[task].astype("float32")
+    y[task][index] = value
+    return y
+
+
+def as_dataset(y, sample_weight=None, batch_size=2):
+    x = random_images(4)
+    element = (x, y) if sample_weight is None else (x, y, sample_weight)
+    return tf.data.Dataset.from_tensor_slices(element).batch(batch_size)
+
+
+LABEL_DOMAIN = [
+    ("class id = num_classes", "c", 3, r"task 'c' \(MulticlassClassification\): expected class "
+     r"ids: integers in \[0, 3\).*received 1 example outside it, value 3"),
+    ("255 ignore pixels", "s", 255, r"task 's' \(Segmentation\).*pixels outside it, value 255\. "
+     r"255 is a common \"ignore\" marker: mark unlabelled values with -1"),
+    ("non-integral class id", "c", 1.7, r"task 'c'.*value 1\.7\. Class ids must be integers"),
+    ("binary label 255", "b", 255, r"task 'b' \(BinaryClassification\): expected 0 or 1.*"
+     r"value 255\. Scale 0/255 labels to 0/1"),
+    ("class id -2", "c", -2, r"task 'c'.*value -2\. Only -1 \(or NaN\) marks a missing label"),
+    ("binary label -0.5", "b", -0.5, r"task 'b'.*value -0\.5"),
+    ("multi-label value 2", "m", 2, r"task 'm' \(MultilabelClassification\).*value 2"),
+    ("infinite regression target", "a", np.inf, r"task 'a' \(Regression\): expected finite "
+     r"numbers.*value inf"),
+]
+
+
+@pytest.mark.parametrize("task, value, message", [c[1:] for c in LABEL_DOMAIN],
+                         ids=[c[0] for c in LABEL_DOMAIN])
+def test_labels_outside_the_task_domain(task, value, message):
+    model = tiny_model(SEG)
+    model.compile()
+    before = [w.copy() for w in model.get_weights()]
+    # In memory: refused before any step, naming the first bad example.
+    with pytest.raises(ValueError, match=rf"in the `y` passed to `fit` \(labels of '{task}' at "
+                                         rf"index 1\): labels of {message}"):
+        model.fit(random_images(4), bad_labels(task, value), epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    # In a dataset: the step leaves the value out, and fit stops at that step.
+    with pytest.raises(ValueError, match=rf"epoch 1, step 1 of the training data: labels of "
+                                         rf"{message}.*nothing was trained on them"):
+        model.fit(as_dataset(bad_labels(task, value)), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=rf"step 1 of the evaluation data: labels of {message}"):
+        model.evaluate(as_dataset(bad_labels(task, value)), verbose=0)
+
+
+SAMPLE_WEIGHTS = [
+    ("negative", -1.0, r"value -1"),
+    ("NaN", np.nan, r"value nan"),
+    ("infinite", np.inf, r"value inf"),
+]
+
+
+@pytest.mark.parametrize("value, message", [c[1:] for c in SAMPLE_WEIGHTS],
+                         ids=[c[0] for c in SAMPLE_WEIGHTS])
+def test_invalid_sample_weights(value, message):
+    model = tiny_model(TASKS)
+    model.compile()
+    weights = np.ones(4, "float32")
+    weights[3] = value
+    expected = (r"`sample_weight` of task 'a': expected finite values >= 0 \(0 leaves an "
+                rf"example out.*received 1 example with other weights, {message}")
+    with pytest.raises(ValueError, match=rf"epoch 1, step 2 of the training data: {expected}"):
+        model.fit(as_dataset(random_labels(TASKS, 4), {"a": weights, "b": np.ones(4, "float32")}),
+                  epochs=1, verbose=0)
+
+
+def test_valid_unusual_labels_train():
+    """Soft binary labels, -1 / NaN markers, an `ignore_class` of the loss, and one
+    unknown value per multi-label row (the row's other values still train)."""
+    tasks = [T.BinaryClassification("b"),
+             T.Segmentation("s", 3, loss=keras.losses.SparseCategoricalCrossentropy(
+                 ignore_class=255)),
+             T.MultilabelClassification("m", 2)]
+    y = random_labels(tasks, 4)
+    y["b"] = np.array([0.0, 0.3, -1.0, np.nan], "float32")
+    y["s"][:, :3] = 255
+    y["m"] = np.array([[1, -1], [-1, 0], [0, 1], [1, np.nan]], "float32")
+    model = tiny_model(tasks)
+    model.compile()
+    history = model.fit(random_images(4), y, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    _, missing, invalid, _ = tasks[2].prepare_labels(y["m"])
+    assert np.asarray(missing).tolist() == [[False, True], [True, False], [False, False],
+                                            [False, True]]
+    assert not np.asarray(invalid).any()
+
+
+def expect_names_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+NAMING = [
+    ("task named val", lambda: T.Regression("val"),
+     r"`name`.*other than 'val'.*`val_loss`.*Received: name='val'"),
+    ("task named val_*", lambda: T.BinaryClassification("val_age"),
+     r"`name`.*not starting with 'val_'.*Received: name='val_age'"),
+    ("non-ASCII task name", lambda: T.Regression("âge"),
+     r"`name`.*ASCII letters, digits.*SavedModel outputs. Received: name='âge'"),
+    ("task named like the input", lambda: tiny_model([T.Regression("image")]),
+     r"`tasks`. Task 'image' has the name of the model's input"),
+    ("task named like the trunk", lambda: tiny_model([T.Regression("tiny_trunk")]),
+     r"`tasks`. Task 'tiny_trunk' has the name of the trunk"),
+    ("task named trunk", lambda: tiny_model([T.Regression("trunk")]),
+     r"`tasks`. Task 'trunk' has the name of the trunk in `LearningRateMultipliers`"),
+    ("export output collision", lambda: tiny_model(
+        [T.MulticlassClassification("c", 3), T.MulticlassClassification("c_class_ids", 2)]),
+     r"`tasks`. Task names 'c' and 'c_class_ids' collide.*output named 'c_class_ids'"),
+    ("log key collision", lambda: tiny_model(
+        [T.Regression("loss"), T.Regression("weight")]).compile(weighting="dwa"),
+     r"two values would be logged as 'weight_loss'"),
+    ("labels as a list, tasks not sorted", lambda: tiny_model(
+        [T.Regression("z"), T.Regression("a")]).compile() or fit_list(["z", "a"], labels=True),
+     r"Invalid labels: received a list of 2 arrays for the tasks \['z', 'a'\], whose order "
+     r"differs from the model's sorted output names \['a', 'z'\]"),
+    ("sample weights as a list, tasks not sorted", lambda: fit_list(["z", "a"], labels=False),
+     r"Invalid sample weights: received a list of 2 arrays for the tasks \['z', 'a'\]"),
+]
+
+
+def fit_list(names, labels):
+    model = tiny_model([T.Regression(n) for n in names])
+    model.compile()
+    y = {n: np.zeros(4, "float32") for n in names}
+    if labels:
+        y = [y[n] for n in names]
+        return model.fit(random_images(4), y, verbose=0)
+    return model.fit(random_images(4), y, sample_weight=[np.ones(4, "float32")] * 2, verbose=0)
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in NAMING], ids=[c[0] for c in NAMING])
+def test_order_and_naming(call, message):
+    expect_names_error(call, message)
+
+
+def test_labels_as_a_list_in_sorted_task_order_are_read_in_that_order():
+    model = tiny_model([T.Regression("a"), T.Regression("b")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    y = [np.zeros(4, "float32"), np.full(4, 1000.0, "float32")]
+    logs = model.evaluate(random_images(4), y, verbose=0, return_dict=True)
+    assert logs["b_loss"] > 10 * logs["a_loss"]  # b got the labels of 1000
+
+
+def test_export_outputs_are_the_declared_serving_outputs():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("export is TensorFlow-only")
+    from keras_mtl.export.saved_model import task_outputs
+
+    for task in [T.Regression("a"), T.BinaryClassification("b"),
+                 T.MulticlassClassification("c", 2, class_names=["x", "y"]),
+                 T.MultilabelClassification("m", 2, label_names=["p", "q"]),
+                 T.Segmentation("s", 2)]:
+        shape = (1, 4, 4, 2) if task.kind == "dense" else (1, task.output_channels)
+        assert sorted(task_outputs(task, tf.zeros(shape))) == sorted(task.serving_outputs())
+
+
+def test_a_task_absent_from_an_epoch_logs_nan_and_cannot_be_monitored(tmp_path):
+    """A task with no labelled example logs NaN, not 0.0 (a perfect score). A
+    callback monitoring it is refused at that epoch's end, before it acts: Keras'
+    monitors keep a first NaN as the best value, so the checkpoint would hold it."""
+    model = tiny_model(TASKS)
+    model.compile()
+    x, y = random_images(4), random_labels(TASKS, 4)
+    absent = dict(y, a=np.full(4, np.nan, "float32"))
+    history = model.fit(x, y, validation_data=(x, absent), epochs=2, verbose=0)
+    assert np.isnan(history.history["val_a_loss"]).all()
+    assert np.isnan(history.history["val_a_mae"]).all()
+    assert np.isfinite(history.history["val_b_loss"]).all()
+    checkpoint = str(tmp_path / "best.keras")
+    for callback in (keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_a_loss",
+                                                     save_best_only=True),
+                     keras.callbacks.EarlyStopping(monitor="val_a_mae", patience=1)):
+        name = type(callback).__name__
+        with pytest.raises(ValueError, match=rf"`callbacks`: {name}\(monitor='val_a_\w+'\) "
+                                             r"monitors .* NaN at the end of epoch 1: the "
+                                             r"validation data of that epoch hold no labelled"):
+            model.fit(x, y, validation_data=(x, absent), epochs=2, verbose=0,
+                      callbacks=[callback])
+    assert not (tmp_path / "best.keras").exists()
+
+
+def test_task_monitors_need_no_mode():
+    """Keras' monitors cannot tell a task metric's direction (`mode="auto"` raises
+    for `val_a_mae`); `fit` sets it from the metric."""
+    model = tiny_model(TASKS)
+    model.compile()
+    x, y = random_images(4), random_labels(TASKS, 4)
+    monitors = {"val_a_loss": "min", "val_a_mae": "min", "val_b_accuracy": "max",
+                "b_auc": "max"}
+    callbacks = [keras.callbacks.EarlyStopping(monitor=key) for key in monitors]
+    model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=callbacks)
+    assert [c.mode for c in callbacks] == list(monitors.values())
+
+
+@pytest.mark.parametrize("validation", [False, True])
+def test_an_epoch_without_any_label_is_an_error(validation):
+    model = tiny_model(TASKS)
+    model.compile()
+    x, y = random_images(4), random_labels(TASKS, 4)
+    nothing = {"a": np.full(4, np.nan, "float32"), "b": np.full((4, 1), -1.0, "float32")}
+    data = "validation" if validation else "training"
+    with pytest.raises(ValueError, match=rf"the {data} data of epoch 1 hold no labelled example "
+                                         r"for any of the tasks \['a', 'b'\]"):
+        model.fit(x, y if validation else nothing, validation_data=(x, nothing) if validation
+                  else None, epochs=1, verbose=0)
+
+
+KERAS_IDIOMS = [
+    ("one-hot metric", lambda: compiled(metrics=["categorical_accuracy"]),
+     r"`metrics`. Metric 'categorical_accuracy' fits none of the tasks.*one-hot"),
+    ("metric that does not fit its task", lambda: compiled(metrics={"b": ["mae"]}),
+     r"`metrics`. Metric 'mae' does not fit task 'b' \(BinaryClassification"),
+    ("unknown metric name", lambda: compiled(metrics=["f2"]),
+     r"`metrics`. Expected Keras metric names.*Received: 'f2'"),
+    ("one-hot loss for class ids", lambda: T.MulticlassClassification(
+        "c", 3, loss="categorical_crossentropy"),
+     r"`loss`. categorical_crossentropy reads one-hot labels.*'sparse_categorical_crossentropy'"),
+    ("regression loss for class ids", lambda: T.Segmentation("s", 3, loss="mae"),
+     r"`loss`. mean_absolute_error reads regression labels, and task 's' has class-id labels"),
+    ("from_logits on a softmax head", lambda: T.MulticlassClassification(
+        "c", 3, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+     r"`loss`. from_logits=True, but the head of task 'c' already applies a softmax"),
+    ("reduction sum", lambda: T.Regression("a", loss=keras.losses.MeanSquaredError(
+        reduction="sum")), r"`loss`. reduction='sum'.*`compile\(loss_weights=...\)`"),
+    ("class_weight", lambda: fit_with(class_weight={0: 1.0, 1: 2.0}),
+     r"`class_weight`.*`sample_weight=\{task: weights\}`.*Received: class_weight="),
+    ("plain Keras monitor", lambda: fit_with(callbacks=[keras.callbacks.EarlyStopping(
+        monitor="val_mae")], validation_data=(random_images(4), random_labels(TASKS, 4))),
+     r"`callbacks`: EarlyStopping\(monitor='val_mae'\).*Did you mean one of \['val_a_mae'\]"),
+    ("string class labels", lambda: fit_with(y={"a": np.zeros(4, "float32"),
+                                                "b": np.array(["yes", "no"] * 2)}),
+     r"Invalid labels for task 'b': expected numbers.*Received labels of dtype <U3"),
+    ("interleave batch_size on batched sources", lambda: data.interleave(sources(),
+                                                                        batch_size=2),
+     r"`batch_size`.*source 'one' of `datasets` looks batched already"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in KERAS_IDIOMS],
+                         ids=[c[0] for c in KERAS_IDIOMS])
+def test_keras_idioms_that_do_not_carry_over(call, message):
+    expect_names_error(call, message)
+
+
+def test_keras_idioms_that_carry_over():
+    """A metrics list goes to every task it fits, as Keras gives it to every output
+    ("accuracy" resolved per task); a dict adds to the task's own metrics; NumPy
+    scalars are numbers."""
+    model = tiny_model(TASKS, head_units=np.array([8]), dropout=np.float32(0.1))
+    model.compile(metrics=["accuracy", "mse"])
+    logs = model.evaluate(random_images(4), random_labels(TASKS, 4), verbose=0, return_dict=True)
+    assert sorted(logs) == ["a_loss", "a_mae", "a_mse", "a_rmse", "b_accuracy", "b_auc",
+                            "b_loss", "loss"]
+    accuracy = {m.name: m for m in model._compiled_state.metrics["b"]}["b_accuracy"]
+    assert type(accuracy).__name__ == "BinaryAccuracy"
+    assert model.head_units == (8,) and model.dropout == pytest.approx(0.1)
+
+
+def test_resume_after_changing_the_tasks_is_refused(tmp_path):
+    saved = tiny_model([T.Regression("a"), T.Regression("b")])
+    saved.save_weights(tmp_path / "w.weights.h5")
+    for tasks in ([T.Regression("b"), T.Regression("a")], [T.Regression("a"), T.Regression("c")]):
+        with pytest.raises(ValueError, match=r"saved from a model with other tasks or heads.*"
+                                             r"\['a', 'Regression', 1\], \['b'"):
+            tiny_model(tasks).load_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(ValueError, match=r"other tasks or heads.*'head_units': \[8\]"):
+        tiny_model([T.Regression("a"), T.Regression("b")], head_units=(4,)).load_weights(
+            tmp_path / "w.weights.h5")
+
+
+def test_a_nonfinite_step_is_named_under_steps_per_execution():
+    model = tiny_model(TASKS)
+    model.compile(steps_per_execution=4)
+    x, y = random_images(8), random_labels(TASKS, 8)
+    x[2] = np.nan  # the 3rd example: step 3 at batch size 1
+    with pytest.raises(ValueError, match=r"epoch 1, step 3 of the training data: the inputs"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(1), epochs=1, verbose=0)
+
+
+def test_evaluate_and_history_hold_metrics_only():
+    model = tiny_model(TASKS)
+    model.compile(weighting="dwa")
+    x, y = random_images(4), random_labels(TASKS, 4)
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert {"weight_a", "weight_b"} <= set(history.history)
+    assert not [k for k in history.history if k.startswith("val_weight")]
+    values = model.evaluate(x, y, verbose=0)
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert model.metrics_names == ["loss", "a_loss", "a_mae", "a_rmse", "b_loss",
+                                   "b_accuracy", "b_auc"]
+    assert dict(zip(model.metrics_names, values)) == pytest.approx(logs)
+
+
+def nan_images(n=4, index=2):
+    x = random_images(n)
+    x[index, 1, 1, 0] = np.nan
+    return x
+
+
+def source(n, label="a"):
+    return tf.data.Dataset.from_tensor_slices(
+        (random_images(n), {label: np.zeros(n, "float32")})).batch(2)
+
+
+INPUTS_AND_SOURCES = [
+    ("NaN image in x", lambda: fit_with(x=nan_images()),
+     r"in the `x` passed to `fit` \(index 2\): the inputs \(`x`\) hold NaN or inf values in 1 "
+     r"example"),
+    ("NaN image in validation_data", lambda: fit_with(validation_data=(
+        nan_images(index=1), random_labels(TASKS, 4))),
+     r"in `validation_data` \(index 1\): the inputs \(`x`\) hold NaN"),
+    ("NaN image in a dataset", lambda: compiled().fit(tf.data.Dataset.from_tensor_slices(
+        (nan_images(), random_labels(TASKS, 4))).batch(1), verbose=0),
+     r"at epoch 1, step 3 of the training data: the inputs \(`x`\) hold NaN"),
+    ("empty source", lambda: data.interleave({"one": source(4), "two": source(4).take(0)}),
+     r"`datasets`. Source 'two' holds no element"),
+    ("source filtered to nothing", lambda: compiled().fit(data.interleave(
+        {"one": source(4), "two": source(4, "b").filter(lambda x, y: False)},
+        steps_per_epoch=4), verbose=0),
+     r"`datasets`. Source 'two' holds no element \(e.g. a `filter` that keeps nothing"),
+    ("Δm over a task never validated", lambda: fit_with(
+        validation_data=(random_images(4), dict(random_labels(TASKS, 4),
+                                                b=np.full((4, 1), -1.0, "float32"))),
+        callbacks=[keras_mtl.objectives.DeltaM(TASKS, {"a": {"mae": 1.0},
+                                                       "b": {"accuracy": 0.5}})]),
+     r"`val_delta_m` \(DeltaM\) cannot be computed at epoch 1: the metrics of tasks \['b'\] "
+     r"are NaN"),
+    ("evaluate on data without any label", lambda: compiled().evaluate(
+        random_images(4), {"a": np.full(4, np.nan, "float32"),
+                           "b": np.full((4, 1), -1.0, "float32")}, verbose=0),
+     r"the evaluation data hold no labelled example for any of the tasks \['a', 'b'\]"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in INPUTS_AND_SOURCES],
+                         ids=[c[0] for c in INPUTS_AND_SOURCES])
+def test_inputs_and_sources(call, message):
+    expect_names_error(call, message)
+
+
+def test_a_model_that_imputes_nan_inputs_trains_with_the_check_off():
+    inputs = keras.Input((16, 16, 3))
+    filled = keras.layers.Lambda(lambda x: keras.ops.where(keras.ops.isnan(x), 0.0, x))(inputs)
+    model = keras_mtl.build_model(keras.Model(inputs, tiny_trunk()(filled)), TASKS,
+                                  head_units=(8,))
+    model.compile(stop_on_nonfinite=False)
+    history = model.fit(nan_images(), random_labels(TASKS, 4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()

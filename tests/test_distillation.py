@@ -1,6 +1,7 @@
 """Tests for `keras_mtl.distillation` (Hinton et al. 2015)."""
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -156,7 +157,7 @@ def test_losses_by_hand_with_missing_labels():
 
     logs = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
-    assert logs["shape_loss"] == 0.0  # no label: no label loss
+    assert math.isnan(logs["shape_loss"])  # no label: no label loss (NaN, not a perfect 0)
     assert logs["shape_distill_loss"] == pytest.approx(shape_distill, rel=1e-4)
     assert logs["size_loss"] == pytest.approx(size_label, rel=1e-5)
 
@@ -200,7 +201,16 @@ def test_student_learns_towards_the_teacher_without_labels():
     for name in ("size", "shape"):
         assert after[name] < 0.5 * before[name], (name, before, after)
         assert history[f"{name}_distill_loss"][-1] < history[f"{name}_distill_loss"][0]
-        assert history[f"{name}_loss"] == [0.0] * 8
+        assert all(math.isnan(v) for v in history[f"{name}_loss"])  # never labelled
+
+
+def test_out_of_domain_label_stops_fit_naming_the_task():
+    distiller = Distiller(student(), teachers())
+    distiller.compile()
+    x, y = data(16)
+    y["shape"][5] = 7  # shape has 3 classes
+    with pytest.raises(ValueError, match=r"shape.*7"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 
 # --- saving ----------------------------------------------------------------------------------

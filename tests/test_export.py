@@ -460,7 +460,7 @@ def evaluate(tasks, labels, predictions):
     """Each task's metrics (`task.metrics()`) of `predictions` on `labels`."""
     results = {}
     for task in tasks:
-        y, _ = task.prepare_labels(labels[task.name])
+        y, _, _, _ = task.prepare_labels(labels[task.name])
         for metric in task.metrics():
             metric.update_state(y, predictions[task.name])
             results[f"{task.name}_{metric.name}"] = float(metric.result())

@@ -42,6 +42,21 @@ def test_loss_tracker_refuses_a_model_without_one():
         _keras_compat.loss_tracker(dense_model())  # not compiled
 
 
+def test_metric_direction_is_what_keras_monitors_read():
+    assert _keras_compat.metric_direction(keras.metrics.BinaryAccuracy()) == "up"
+    assert _keras_compat.metric_direction(keras.metrics.AUC()) == "up"
+    assert _keras_compat.metric_direction(keras.metrics.MeanAbsoluteError()) == "down"
+    assert _keras_compat.metric_direction(keras.metrics.Mean()) is None
+    # Keras' monitors use it when they find the metric among compile's own.
+    model = dense_model()
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    stop = keras.callbacks.EarlyStopping(monitor="mae")
+    stop.set_model(model)
+    stop._set_monitor_op()
+    assert stop.monitor_op == keras.ops.less
+
+
 class Block(keras.layers.Layer):
     """A custom layer holding layers (as experts or attention modules do)."""
 

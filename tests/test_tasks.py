@@ -30,19 +30,19 @@ def test_metrics_declare_direction(task):
 
 
 def test_regression_missing_is_nan_anywhere_in_row():
-    labels, missing = ALL[0].prepare_labels(np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 4.0]]))
+    labels, missing, _, _ = ALL[0].prepare_labels(np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 4.0]]))
     np.testing.assert_array_equal(np.asarray(missing), [False, True, False])
     assert not np.isnan(np.asarray(labels)).any()
 
 
 def test_binary_minus_one_and_nan_are_missing_and_channel_added():
-    labels, missing = ALL[1].prepare_labels(np.array([1.0, -1.0, 0.0, np.nan]))
+    labels, missing, _, _ = ALL[1].prepare_labels(np.array([1.0, -1.0, 0.0, np.nan]))
     assert tuple(labels.shape) == (4, 1)
     np.testing.assert_array_equal(np.asarray(missing), [False, True, False, True])
 
 
 def test_multiclass_accepts_column_ids_and_marks_minus_one():
-    labels, missing = ALL[2].prepare_labels(np.array([[3], [-1], [0]]))
+    labels, missing, _, _ = ALL[2].prepare_labels(np.array([[3], [-1], [0]]))
     assert tuple(labels.shape) == (3,) and keras.backend.standardize_dtype(labels.dtype) == "int32"
     np.testing.assert_array_equal(np.asarray(missing), [False, True, False])
     np.testing.assert_array_equal(np.asarray(labels), [3, 0, 0])
@@ -51,12 +51,12 @@ def test_multiclass_accepts_column_ids_and_marks_minus_one():
 def test_segmentation_missing_per_pixel():
     y = np.zeros((1, 2, 2), "int32")
     y[0, 0, 1] = -1
-    labels, missing = ALL[4].prepare_labels(y)
+    labels, missing, _, _ = ALL[4].prepare_labels(y)
     np.testing.assert_array_equal(np.asarray(missing), [[[False, True], [False, False]]])
 
 
 def test_dense_regression_adds_channel_axis():
-    labels, missing = ALL[5].prepare_labels(np.ones((2, 4, 4), "float32"))
+    labels, missing, _, _ = ALL[5].prepare_labels(np.ones((2, 4, 4), "float32"))
     assert tuple(labels.shape) == (2, 4, 4, 1) and tuple(missing.shape) == (2, 4, 4)
 
 

@@ -37,8 +37,10 @@ from keras_mtl.data.schedules import check_schedule_arguments
 from keras_mtl.data.schedules import epoch_length
 from keras_mtl.data.schedules import exponent
 from keras_mtl.data.schedules import sampling_probabilities
+from keras_mtl.data.sources import batch_sources
 from keras_mtl.data.sources import Mixer
 from keras_mtl.data.sources import check_datasets
+from keras_mtl.data.sources import repeat_forever
 
 
 def interleave(
@@ -136,8 +138,9 @@ def interleave(
             `epoch`.
         sizes: Optional dict `{source_name: number of batches}` overriding
             the cardinality of some sources.
-        batch_size: If given, the sources are unbatched and each is batched
-            with it (each batch still comes from one source).
+        batch_size: If given, each source (of single examples) is batched
+            with it (each batch still comes from one source). Sources that
+            are batched already are refused.
         map_fn: Makes the sources' inputs agree: a function `x -> x` applied
             to every source's inputs, or a dict `{source_name: function}` for
             some of them (e.g. `{"small": lambda x: tf.image.resize(x, (64,
@@ -176,8 +179,7 @@ def interleave(
         steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
     sizes = _check_sizes(sizes, sources)
     if batch_size is not None:
-        batch_size = check_positive_int("batch_size", batch_size)
-        sources = {name: ds.batch(batch_size) for name, ds in sources.items()}
+        sources = batch_sources(sources, batch_size)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     seed = check_int("seed", seed, minimum=0)
@@ -195,7 +197,7 @@ def interleave(
         )
         steps_per_epoch = epoch_length(counts, first, epoch)
     steps = steps_per_epoch
-    repeated = [padded[name].repeat() for name in names]
+    repeated = [repeat_forever(name, padded[name]) for name in names]
 
     if not sampled:
         # 0, 1, ..., K-1, 0, 1, ...: no function to instantiate per epoch.

@@ -11,6 +11,8 @@ here.
 
 import tensorflow as tf
 
+from keras_mtl._validation import check_positive_int
+
 
 def check_datasets(argument, datasets):
     if not isinstance(datasets, dict) or not datasets:
@@ -30,7 +32,72 @@ def check_datasets(argument, datasets):
                 f"`tf.data.Dataset` for each source. Received: {argument}[{name!r}]="
                 f"{type(ds).__name__}"
             )
+        if int(ds.cardinality()) == 0:
+            raise ValueError(_empty_message(argument, name))
     return dict(datasets)
+
+
+# The start of the message of an empty source found while iterating (its
+# cardinality unknown until then, e.g. after `filter`): TensorFlow raises it
+# as an op error, which `MultiTaskModel.fit` turns into this `ValueError`.
+EMPTY_SOURCE = "Invalid value received for argument `datasets`. Source "
+
+
+def _empty_message(argument, name):
+    return (
+        f"Invalid value received for argument `{argument}`. Source {name!r} holds no "
+        "element (e.g. a `filter` that keeps nothing, or a `take`/`skip` past its "
+        "end): each source must give at least one batch. Leave it out of the dict."
+    )
+
+
+def repeat_forever(name, ds):
+    """`ds` repeated; at the end of a pass that gave no element (so `ds` is
+    empty, and an endless repeat would give nothing), an op error whose
+    message starts with `EMPTY_SOURCE`, naming the source."""
+    specs = tf.nest.flatten(ds.element_spec)
+    if not all(isinstance(s, tf.TensorSpec) and s.shape.rank is not None for s in specs):
+        return ds.repeat()
+
+    def fail(index):
+        # Depends on `index`, so that it is checked when it runs, not traced.
+        check = tf.debugging.Assert(tf.less(index, 0), [_empty_message("datasets", name)])
+        with tf.control_dependencies([check]):
+            return tf.nest.pack_sequence_as(ds.element_spec, [
+                tf.zeros([d or 0 for d in s.shape], s.dtype) for s in specs
+            ])
+
+    return ds.repeat().concatenate(tf.data.Dataset.range(1).map(fail))
+
+
+def empty_source_error(error):
+    """The `ValueError` for an op error raised by `repeat_forever`, or None."""
+    message = str(error).replace("\\'", "'")  # TensorFlow escapes quotes
+    start = message.find(EMPTY_SOURCE)
+    if start < 0:
+        return None
+    end = message.find("Leave it out of the dict.", start)
+    return ValueError(message[start:end + len("Leave it out of the dict.")])
+
+
+def batch_sources(sources, batch_size, argument="datasets"):
+    """Each source batched with `batch_size`, refusing sources that look
+    batched already (every component's leading dimension unknown, as
+    `.batch()` leaves it): batching twice nests batches, and the error would
+    come later, from a label shape."""
+    batch_size = check_positive_int("batch_size", batch_size)
+    for name, ds in sources.items():
+        shapes = [s.shape for s in tf.nest.flatten(ds.element_spec) if hasattr(s, "shape")]
+        if shapes and all(s.rank and s[0] is None for s in shapes):
+            raise ValueError(
+                f"Invalid value received for argument `batch_size`. `batch_size` "
+                f"batches sources of single examples, and source {name!r} of "
+                f"`{argument}` looks batched already (each of its tensors has an "
+                f"unknown leading dimension: {ds.element_spec!r}). Pass batched "
+                "sources without `batch_size`, or unbatched ones (`ds.unbatch()`). "
+                f"Received: batch_size={batch_size}"
+            )
+    return {name: ds.batch(batch_size) for name, ds in sources.items()}
 
 
 class Mixer:

@@ -33,6 +33,8 @@ loss-weighting state, no optimizer, no metrics (Keras' `ExportArchive`
 tracks the variables the endpoints use; the model itself is not tracked).
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -82,7 +84,7 @@ def check_input_name(input_name):
 def _check_threshold(threshold):
     if (
         isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
+        or not isinstance(threshold, numbers.Real)
         or not 0 < threshold < 1
     ):
         raise ValueError(

@@ -7,6 +7,7 @@ failed export leaves nothing behind and a running server never sees a
 half-written version.
 """
 
+import numbers
 import os
 import re
 import shutil
@@ -68,7 +69,7 @@ def version_dir(export_dir, version):
         if os.path.isdir(export_dir):
             existing = [int(d) for d in os.listdir(export_dir) if _VERSION.fullmatch(d)]
         return os.path.join(export_dir, str(max(existing, default=0) + 1))
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 0:
         raise ValueError(
             "Invalid value received for argument `version`. Expected None or "
             f"an integer >= 0 (TF Serving's version directories are numbers). "

@@ -6,6 +6,7 @@ policy, and wires the heads with `MultiTaskModel`.
 """
 
 from keras_mtl import tasks as tasks_lib
+from keras_mtl._validation import is_int
 from keras_mtl.backbones.graph import operations as _graph
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import resolve_backbone
@@ -112,13 +113,14 @@ def build_model(
 def _freeze_first_blocks(backbone, count):
     """Sets `trainable=False` on the layers up to the `count`-th cut point."""
     points = cut_points(backbone) if count else []
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= len(points):
+    if not is_int(count) or count > len(points):
         raise ValueError(
             "Invalid value received for argument `freeze_blocks`. Expected an "
             f"integer from 0 to {len(points)}, the number of blocks of "
             f"{backbone.name!r} (block ends: {[name for _, name in points]}). "
             f"Received: freeze_blocks={count!r}"
         )
+    count = int(count)
     if count == 0:
         return
     # A cut point is only reached through its output: every operation

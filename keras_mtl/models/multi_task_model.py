@@ -20,7 +20,13 @@ callbacks and `.keras` saving are stock Keras:
   tasks), so with every label present it equals Keras' own
   `"sum_over_batch_size"` reduction; a batch with no label for a task gives
   it a loss of 0 and a labelled count of 0, and the count (never the loss's
-  value) is what tells the weighting the task is absent;
+  value) is what tells the weighting the task is absent. A task with no
+  labelled example in a whole epoch (or evaluation) logs NaN for its loss and
+  metrics: no score, not a perfect one;
+- labels outside their task's domain, invalid sample weights and non-finite
+  inputs are errors naming the task (or input), before the first step for
+  in-memory arrays, at the step that reads them for datasets
+  (`keras_mtl.models.step_checks`); never read as "missing";
 - the per-task losses are combined by `loss_weights` (a fixed weighted sum,
   as Keras does) or by a `weighting=` method from `keras_mtl.weighting`;
 - a non-finite training step (a task's loss, the total or a gradient) stops
@@ -29,15 +35,25 @@ callbacks and `.keras` saving are stock Keras:
   written from broken weights (`compile(stop_on_nonfinite=False)` turns it
   off). NaN *labels* are not errors: they mark missing labels.
 
+Keras idioms carry over where they can (a metrics list goes to every task it
+fits; `EarlyStopping(monitor="val_age_mae")` needs no `mode`) and are refused
+with the multi-task form where they cannot (`class_weight`; a callback
+monitoring `val_mae`, or a task metric that is NaN).
+
 `compile()` may be called any number of times: each call replaces the last
 one's losses, metrics and weighting whole (`keras_mtl.models.compiled`).
 """
+
+import json
+import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_mtl import _keras_compat
+from keras_mtl._validation import check_fraction
+from keras_mtl._validation import is_int
 from keras_mtl import optimizers as optimizers_lib
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import training as training_lib
@@ -45,9 +61,11 @@ from keras_mtl.training.source_validation import SourceValidation
 from keras_mtl.heads import build_head
 from keras_mtl.models import trunk as trunk_lib
 from keras_mtl.models.compiled import Compiled
+from keras_mtl.models.step_checks import check_input_arrays
+from keras_mtl.models.targets import check_arrays
 from keras_mtl.models.targets import prepare
 from keras_mtl.preprocessing import ImagePreprocessing
-from keras_mtl.training.callbacks import StopOnNonFinite
+from keras_mtl.training.callbacks import StepGuard
 from keras_mtl.training.callbacks import WeightingEpochs
 
 #: Keys of the model's own store that hold its weighting's state (saved with
@@ -55,6 +73,8 @@ from keras_mtl.training.callbacks import WeightingEpochs
 #: keeps the state for the `compile` that follows).
 _METHOD_KEY = "weighting_method"
 _STATE_KEY = "weighting_{}"
+#: The tasks the saved heads belong to (checked when loading).
+_TASKS_KEY = "tasks"
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -101,13 +121,15 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         tasks = tasks_lib.check_tasks(tasks)
         if input_shape is None:
             input_shape = tuple(trunk.inputs[0].shape[1:])
-        input_shape = tuple(input_shape)
+        input_shape = _check_input_shape(input_shape)
         head_units = _check_units(head_units)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        dropout = check_fraction("dropout", dropout)
+        if dropout == 1:
             raise ValueError(
                 "Invalid value received for argument `dropout`. Expected a "
                 f"float in [0, 1). Received: dropout={dropout!r}"
             )
+        _check_layer_names(tasks, trunk)
         if any(t.attach_at for t in tasks) and not isinstance(trunk_lib.trunk_output(trunk), dict):
             trunk = trunk_lib.branched_trunk(trunk, tasks)
         feature_shapes = trunk_lib.feature_shapes(trunk, tasks)
@@ -151,6 +173,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         # loaded before any compile.
         self._compiled_state = None
         self._pending_weighting_state = None
+        self._evaluating = False
 
     # --- the shared boundary ------------------------------------------------
     @property
@@ -190,6 +213,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         loss_weights=None,
         weighting=None,
         stop_on_nonfinite=True,
+        default_metrics=True,
         **kwargs,
     ):
         """Configures the model for training; may be called any number of times.
@@ -203,8 +227,12 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
                 learning rate 1e-3.
             loss: `"auto"` (each task's own loss) or a dict `{task: loss}`
                 overriding some of them.
-            metrics: `"auto"` (each task's metrics) or a dict
-                `{task: [metrics]}` replacing some of them.
+            metrics: `"auto"` (each task's own metrics); a list of metrics,
+                each added to every task whose labels it reads (as Keras gives
+                a list to every output: `["mae"]` to the regression tasks,
+                `["accuracy"]` to the classification tasks, resolved as Keras
+                resolves it); or a dict `{task: [metrics]}` adding to those
+                tasks' own. A metric named like one of a task's own replaces it.
             loss_weights: Optional dict `{task: float}` of fixed weights
                 (default 1 each), as in Keras. Not combinable with `weighting`.
             weighting: A `keras_mtl.weighting.Weighting` (or its registered
@@ -212,8 +240,12 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
                 are reported as `weight_<task>` metrics. An instance belongs
                 to the first model compiled with it.
             stop_on_nonfinite: Whether `fit` stops with a `FloatingPointError`
-                at the first step whose losses or gradients are not finite
-                (see the module docstring).
+                at the first step whose losses or gradients are not finite,
+                and with a `ValueError` at inputs holding NaN or inf (see the
+                module docstring). False suits a model that imputes NaN
+                inputs itself.
+            default_metrics: Whether each task keeps its own metrics besides
+                those of `metrics` (False: only those of `metrics`).
             **kwargs: Other `keras.Model.compile` arguments (`run_eagerly`,
                 `jit_compile`, `steps_per_execution`, ...).
         """
@@ -225,10 +257,12 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
             )
         config = dict(
             optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=loss_weights,
-            weighting=weighting, stop_on_nonfinite=stop_on_nonfinite, **kwargs,
+            weighting=weighting, stop_on_nonfinite=stop_on_nonfinite,
+            default_metrics=default_metrics, **kwargs,
         )
         state = Compiled.resolve(
-            self, loss, metrics, loss_weights, weighting, stop_on_nonfinite, config
+            self, loss, metrics, loss_weights, weighting, stop_on_nonfinite, config,
+            default_metrics=default_metrics,
         )
         super().compile(
             optimizer=keras.optimizers.Adam() if optimizer == "auto" else optimizer,
@@ -239,6 +273,12 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         # `LearningRateMultipliers` keys name this model's trunk, heads and
         # layers (also when `load_model` compiles it again).
         optimizers_lib.bind(self.optimizer, self)
+
+    @property
+    def step_checks(self):
+        """The last `compile`'s `keras_mtl.models.step_checks.StepChecks`."""
+        self._check_compiled()
+        return self._compiled_state.checks
 
     def get_compile_config(self):
         if not self.compiled or self._compiled_state is None:
@@ -255,6 +295,12 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
     @property
     def metrics(self):
         return super().metrics + self.task_metrics()
+
+    @property
+    def stop_on_nonfinite(self):
+        """The last `compile`'s `stop_on_nonfinite` (True before any)."""
+        state = self._compiled_state
+        return state.stop_on_nonfinite if state is not None else True
 
     def task_metrics(self):
         """The metrics of the last `compile`, each once: every task's loss
@@ -275,15 +321,128 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
 
     # --- fit ----------------------------------------------------------------------
     def fit(self, *args, callbacks=None, validation_data=None, **kwargs):
+        if kwargs.get("class_weight") is not None:
+            raise ValueError(
+                "Invalid value received for argument `class_weight`. Keras' "
+                "`class_weight` weights the classes of a plain model's single output; "
+                f"this model's outputs are a dict of tasks {self.task_names}. Pass per-task sample "
+                "weights instead: `sample_weight={task: weights}` (e.g. "
+                "`weights = np.vectorize(class_weight.get)(labels)`), or with a "
+                "dataset, `(x, y, {task: weights})` elements. "
+                f"Received: class_weight={kwargs['class_weight']!r}"
+            )
+        self._check_arrays(args, kwargs, "in the `y` passed to `fit`")
+        self._check_monitors(callbacks, validation_data)
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
+            self._check_arrays(validation_data, {}, "in `validation_data`")
         callbacks, validation_data = self.fit_callbacks(callbacks, validation_data, kwargs)
-        return super().fit(
-            *args, callbacks=callbacks, validation_data=validation_data, **kwargs
-        )
+        try:
+            return super().fit(
+                *args, callbacks=callbacks, validation_data=validation_data, **kwargs
+            )
+        except Exception as error:
+            # An interleaved source found empty while iterating raises in
+            # TensorFlow; the user gets the `ValueError` naming it.
+            if "tensorflow" in type(error).__module__:
+                from keras_mtl.data.sources import empty_source_error
 
-    def fit_callbacks(self, callbacks, validation_data, fit_kwargs):
+                clear = empty_source_error(error)
+                if clear is not None:
+                    raise clear from None
+            raise
+
+    def evaluate(self, *args, callbacks=None, **kwargs):
+        state = self._compiled_state
+        if state is not None and not isinstance(callbacks, keras.callbacks.CallbackList):
+            # A call of the user's (`fit` passes its own callbacks, with the
+            # guard): out-of-domain labels stop it too.
+            callbacks = [StepGuard(state.checks, None, state.stop_on_nonfinite), *(callbacks or [])]
+        self._check_arrays(args, kwargs, "in the `y` passed to `evaluate`")
+        self._evaluating = True
+        try:
+            return super().evaluate(*args, callbacks=callbacks, **kwargs)
+        finally:
+            self._evaluating = False
+
+    def _check_arrays(self, args, kwargs, where):
+        """In-memory labels and inputs are checked whole before the first
+        step (keys, shapes, label domains, finite inputs): a mistake in them is
+        reported before any training. Datasets are checked step by step (`StepChecks`)."""
+        x = args[0] if args else kwargs.get("x")
+        y = args[1] if len(args) > 1 else kwargs.get("y")
+        sample_weight = args[2] if len(args) > 2 else kwargs.get("sample_weight")
+        if y is not None and self._compiled_state is not None:
+            check_arrays(self.tasks, y, sample_weight, self.image_shape, where)
+        if self.stop_on_nonfinite:
+            check_input_arrays(x, where.replace("`y`", "`x`"))
+
+    def _check_monitors(self, callbacks, validation_data):
+        """A callback monitoring a plain Keras key this model does not log
+        (`val_accuracy`, `val_mae`: per-task metrics are `<task>_<metric>`)
+        would only warn, every epoch, and never act."""
+        if self._compiled_state is None:
+            return
+        keys = [m for m in self.metrics_names if m != "loss"] + (
+            [k for k in self._compiled_state.weight_tracker.result()]
+            if self._compiled_state.weight_tracker is not None else []
+        )
+        for callback in callbacks or []:
+            monitor = getattr(callback, "monitor", None)
+            if not isinstance(monitor, str):
+                continue
+            validation = monitor.startswith("val_")
+            base = monitor[4:] if validation else monitor
+            if base == "loss" or base in keys:
+                self._set_monitor_mode(callback, base)
+                continue
+            similar = [k for k in keys if k.endswith(f"_{base}")]
+            if similar:
+                prefix = "val_" if validation else ""
+                raise ValueError(
+                    f"Invalid value received for argument `callbacks`: "
+                    f"{type(callback).__name__}(monitor={monitor!r}) monitors a key this "
+                    f"model never logs: each task's metrics are logged as "
+                    f"`<task>_<metric>`. Did you mean one of "
+                    f"{[prefix + k for k in similar]}? (Or `{prefix}loss`, the total.)"
+                )
+
+    def _task_monitors(self, callbacks):
+        """`(callback, key)` for each callback monitoring a task's log."""
+        keys = set(self.metrics_names) - {"loss"}
+        monitors = []
+        for callback in callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.removeprefix("val_") in keys:
+                monitors.append((f"{type(callback).__name__}(monitor={monitor!r})", monitor))
+        return monitors
+
+    def _set_monitor_mode(self, callback, key):
+        """`mode="auto"` to `"min"` / `"max"` for a task's loss or metric:
+        Keras' monitors find directions only among the metrics of a plain
+        compile, and refuse `val_age_mae`."""
+        if getattr(callback, "mode", None) != "auto" or key not in self.metrics_names:
+            return
+        metric = next(m for m in self.metrics if m.name == key)
+        if key.endswith("_loss") and key[:-5] in self.task_names:
+            direction = "down"
+        else:
+            direction = _keras_compat.metric_direction(metric)
+        if direction is not None:
+            callback.mode = "max" if direction == "up" else "min"
+
+    @property
+    def metrics_names(self):
+        """The names of the values `evaluate` returns, in its order (the
+        per-task losses and metrics, not the internal trackers)."""
+        state = self._compiled_state
+        hidden = {id(state.checks), id(state.weight_tracker)} if state is not None else set()
+        return [m.name for m in self.metrics if id(m) not in hidden]
+
+    def fit_callbacks(self, callbacks, validation_data, fit_kwargs, require_labels=True):
         """The callbacks `fit` puts before the user's, and the validation
         data left for Keras (`fit_kwargs` loses `validation_freq` when the
-        sources are validated here)."""
+        sources are validated here). `require_labels=False` accepts epochs
+        without any labelled example (a `Distiller` trains on its teachers)."""
         callbacks = list(callbacks or [])
         if isinstance(validation_data, dict):
             # {source: dataset}: evaluated source by source at epoch end
@@ -295,10 +454,13 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         if self.weighting is not None:
             # First, so that checkpoints written at epoch end see its update.
             callbacks.insert(0, WeightingEpochs(self.weighting))
-        if self._compiled_state is not None and self._compiled_state.stop_on_nonfinite:
+        state = self._compiled_state
+        if state is not None:
             # Before every other callback: a checkpoint must never see the
-            # weights of a non-finite step.
-            callbacks.insert(0, StopOnNonFinite(self.task_names, self.weighting))
+            # weights of a step that trained on broken data or arithmetic.
+            callbacks.insert(0, StepGuard(
+                state.checks, self.weighting, state.stop_on_nonfinite, require_labels,
+                monitors=self._task_monitors(callbacks)))
         return callbacks, validation_data
 
     def train_step(self, *args):
@@ -320,7 +482,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         self._check_compiled()
         sums, counts = {}, {}
         for name in self.task_names:
-            labels, keep, weights = targets[name]
+            labels, keep, weights, _ = targets[name]
             values = self._compiled_state.loss_fns[name](labels, y_pred[name])
             values = ops.cast(values, "float32")
             sums[name] = ops.sum(ops.where(keep, values * weights, 0.0))
@@ -353,7 +515,8 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         return total + training_lib.extra_loss(self.losses)
 
     def track_losses(self, losses, weights, counts):
-        """Updates the `<task>_loss` and `weight_<task>` metrics.
+        """Updates the `<task>_loss` and (unless `weights` is None)
+        `weight_<task>` metrics.
 
         Each task's loss is weighted by its number of labelled examples
         (pixels), so `<task>_loss` is the mean over the epoch's labelled
@@ -363,16 +526,44 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         state = self._compiled_state
         for name in self.task_names:
             state.loss_trackers[name].update_state(losses[name], sample_weight=counts[name])
-        if state.weight_tracker is not None:
+        if state.weight_tracker is not None and weights is not None:
             state.weight_tracker.update_state(ops.stack([weights[n] for n in self.task_names]))
 
     def update_metrics(self, targets, y_pred):
         """Updates every task's metrics; returns the logs."""
         for name in self.task_names:
-            labels, _, weights = targets[name]
+            labels, _, weights, _ = targets[name]
             for metric in self._compiled_state.metrics[name]:
                 metric.update_state(labels, y_pred[name], sample_weight=weights)
         return self.get_metrics_result()
+
+    def get_metrics_result(self):
+        """The logs: Keras' own, except that a task without any labelled
+        example so far has NaN for its loss and metrics (no score rather
+        than a perfect one; `fit` refuses a callback monitoring a NaN), and
+        that `evaluate` leaves out the weighting's `weight_<task>`
+        (the weights of training steps, not a property of the data)."""
+        logs = self.mask_absent_tasks(super().get_metrics_result())
+        state = self._compiled_state
+        if state is None:
+            return logs
+        if self._evaluating and state.weight_tracker is not None:
+            for key in state.weight_tracker.result():
+                logs.pop(key, None)
+        return logs
+
+    def mask_absent_tasks(self, logs):
+        """`logs` with NaN for the metrics of tasks never labelled so far
+        (their `<task>_loss` is NaN already)."""
+        state = self._compiled_state
+        if state is None:
+            return logs
+        for name in self.task_names:
+            labelled = state.loss_trackers[name].labelled > 0
+            for metric in state.metrics[name]:
+                if metric.name in logs:
+                    logs[metric.name] = ops.where(labelled, logs[metric.name], float("nan"))
+        return logs
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self._check_compiled()
@@ -396,8 +587,16 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         weights = {id(v) for v in super().weights}
         return [v for v in super().variables if id(v) not in weights]
 
+    def _task_signature(self):
+        """What the saved heads were built for: the tasks and head widths."""
+        return json.dumps({
+            "tasks": [[t.name, type(t).__name__, t.output_channels] for t in self.tasks],
+            "head_units": list(self.head_units),
+        })
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
+        store[_TASKS_KEY] = np.frombuffer(self._task_signature().encode("utf-8"), np.uint8)
         for i, state in enumerate(self._seed_states()):
             store[f"seed_{i}"] = state
         if self.weighting is not None:
@@ -413,6 +612,20 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
 
     def load_own_variables(self, store):
         keys = list(store.keys())
+        if _TASKS_KEY in keys:
+            # Keras loads layers by position: heads saved for other tasks
+            # would load into this model's heads without an error.
+            saved = bytes(np.asarray(store[_TASKS_KEY], np.uint8)).decode("utf-8")
+            if saved != self._task_signature():
+                raise ValueError(
+                    f"The weights loaded into model {self.name!r} were saved from a "
+                    "model with other tasks or heads: saved (tasks as [name, kind, "
+                    f"outputs]) {json.loads(saved)}, this model has "
+                    f"{json.loads(self._task_signature())}. Loading them would put one "
+                    "task's head into another's. Build the model as it was saved (for "
+                    "`BackupAndRestore`: a new `backup_dir` after changing the model)."
+                )
+            keys.remove(_TASKS_KEY)
         states = self._seed_states()
         seeds = sorted(k for k in keys if k.startswith("seed_"))
         if len(seeds) != len(states):
@@ -477,6 +690,21 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         return cls(**config)
 
 
+def _check_input_shape(shape):
+    """A tuple of positive `int`s or `None`s (NumPy integers accepted)."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if not dims or not all(d is None or is_int(d, minimum=1) for d in dims):
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected a "
+            "non-empty tuple of positive integers (or None for a variable "
+            f"size), without the batch axis. Received: input_shape={shape!r}"
+        )
+    return tuple(None if d is None else int(d) for d in dims)
+
+
 def _unique(variables):
     seen, unique = set(), []
     for v in variables:
@@ -486,18 +714,35 @@ def _unique(variables):
     return unique
 
 
+def _check_layer_names(tasks, trunk):
+    """Each head is a layer named after its task, beside the model's own
+    layers; "trunk" is how optimizer keys name the trunk."""
+    taken = {"image": "the model's input", "preprocessing": "its preprocessing layer",
+             trunk.name: "the trunk (backbone)",
+             "trunk": "the trunk in `LearningRateMultipliers` and `fine_tuning` keys"}
+    for task in tasks:
+        if task.name in taken:
+            raise ValueError(
+                "Invalid value received for argument `tasks`. Task "
+                f"{task.name!r} has the name of {taken[task.name]}: each task's "
+                "head is a layer named after the task (and optimizer keys name "
+                "it), and those names must be unique. Rename the task (or the "
+                f"trunk). Received: {task!r}"
+            )
+
+
 def _check_units(units):
-    if isinstance(units, int) and not isinstance(units, bool):
+    if isinstance(units, numbers.Integral) and not isinstance(units, bool):
         units = (units,)
     try:
         units = tuple(units)
     except TypeError:
         units = None
     if units is None or not all(
-        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units
+        isinstance(u, numbers.Integral) and not isinstance(u, bool) and u > 0 for u in units
     ):
         raise ValueError(
             "Invalid value received for argument `head_units`. Expected a tuple "
             f"of positive integers. Received: head_units={units!r}"
         )
-    return units
+    return tuple(int(u) for u in units)

@@ -29,7 +29,7 @@ class SourceValidation(keras.callbacks.Callback):
     Args:
         datasets: Dict `{source_name: tf.data.Dataset}` of finite sources,
             batched as for `interleave`.
-        batch_size: If given, the sources are unbatched and batched with it.
+        batch_size: If given, each source (of single examples) is batched with it.
         map_fn: As in `interleave`.
         frequency: Evaluate every `frequency` epochs (Keras'
             `validation_freq`).
@@ -72,8 +72,7 @@ class SourceValidation(keras.callbacks.Callback):
                     "`.take(n)`)."
                 )
         if batch_size is not None:
-            batch_size = check_positive_int("batch_size", batch_size)
-            self.datasets = {n: ds.batch(batch_size) for n, ds in self.datasets.items()}
+            self.datasets = sources.batch_sources(self.datasets, batch_size)
         sources.Mixer(self.datasets, map_fn)  # Spec errors now rather than at train begin.
         self.batch_size = batch_size
         self.map_fn = map_fn

@@ -28,9 +28,10 @@ update) and call it from Keras' trainer.
      replicas, which the method combines. A method that solves for its
      weights only on some steps (`reuse_plan`: Nash-MTL's `update_every`)
      gets, on the others, one backward pass of its stored combination.
-5. The update is applied; a step whose task losses, total or gradients are
-   not all finite logs `loss` as NaN (`StopOnNonFinite` then stops `fit`
-   before any later callback sees it).
+5. The update is applied; a step that was not clean (labels or sample
+   weights out of their domain, task losses, total or gradients not all
+   finite) logs `loss` as NaN (`StepGuard` then stops `fit` before any
+   later callback sees it; `keras_mtl.models.step_checks`).
 """
 
 import keras
@@ -62,7 +63,7 @@ def train_step(model, data, engine):
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
         finite = ops.logical_and(finite, _finite(grads))
     engine.apply(model.optimizer, grads, variables)
-    return _log(model, x, targets, out, finite, engine)
+    return _log(model, x, targets, out, finite, engine, training=True)
 
 
 def test_step(model, data, engine):
@@ -73,7 +74,7 @@ def test_step(model, data, engine):
     losses = {n: engine.cross_replica_sum(v) for n, v in losses.items()}
     total, weights = model.combine_losses(losses, counts, training=False)
     out = _Step(total + extra_loss(model.losses), losses, counts, weights, y_pred, None)
-    return _log(model, x, targets, out, _finite([out.total]), engine)
+    return _log(model, x, targets, out, _finite([out.total]), engine, training=False)
 
 
 class _Step:
@@ -109,16 +110,30 @@ def _finite(values):
     return ops.isfinite(zero)
 
 
-def _log(model, x, targets, out, finite, engine):
-    """Updates the trackers and metrics; the logs of the step."""
-    from keras_mtl import _keras_compat
+def _log(model, x, targets, out, finite, engine, training):
+    """Updates the trackers, metrics and checks; the logs of the step.
 
-    total = ops.where(finite, ops.cast(out.total, "float32"), float("nan"))
+    The logged loss is NaN when the step was not clean (non-finite inputs,
+    out-of-domain labels or sample weights, or non-finite arithmetic): `StepGuard` reads
+    only that, and `StepChecks` says what it was."""
+    from keras_mtl import _keras_compat
+    from keras_mtl.models.step_checks import inputs_finite
+
+    names = model.task_names
+    clean = model.step_checks.update_state(
+        ops.stack([targets[n].errors for n in names]),
+        ops.isfinite(ops.stack([ops.cast(out.losses[n], "float32") for n in names])),
+        finite,
+        ops.stack([ops.cast(out.counts[n], "float32") for n in names]),
+        # A model may impute NaN inputs itself: `stop_on_nonfinite=False`.
+        inputs_finite(x) if model.stop_on_nonfinite else True,
+    )
+    total = ops.where(clean, ops.cast(out.total, "float32"), float("nan"))
     batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
     _keras_compat.loss_tracker(model).update_state(total, sample_weight=batch_size)
     # Each replica weights the global losses by its own labelled counts: the
     # trackers' sums over replicas then give the global means.
-    model.track_losses(out.losses, out.weights, out.counts)
+    model.track_losses(out.losses, out.weights if training else None, out.counts)
     return model.update_metrics(targets, out.y_pred)
 
 

@@ -12,7 +12,10 @@ Two families behind one base class:
   see `keras_mtl.weighting.gradient_base`): combine per-task gradients.
 
 Every method reports the weight it gives each task as the `weight_<task>`
-metric. A task with no label in a batch (its labelled count, which the model
+metric of training (not of `evaluate`): for a loss-level method, the weight of
+the task's loss in the total; for a gradient-level method, the coefficient
+`w_t` of the task's gradient in the shared update `Σ_t w_t g_t` (GradDrop,
+which masks signs rather than weighting, reports 1 per labelled task). A task with no label in a batch (its labelled count, which the model
 passes with the losses, is 0) is left out of the step: methods whose weights
 are state (`Static`, `InverseSize`, `Uncertainty`, `DynamicWeightAverage`)
 report that state, the others (whose weights depend on the step's losses or

@@ -126,7 +126,8 @@ def count_labels(data, tasks):
                 f"{' with keys ' + str(sorted(y)) if isinstance(y, dict) else ''}"
             )
         for task in tasks:
-            _, missing = task.prepare_labels(ops.convert_to_tensor(y[task.name]))
+            # `prepare_labels` returns (labels, missing, ...): the mask is second.
+            missing = task.prepare_labels(ops.convert_to_tensor(y[task.name]))[1]
             present = np.logical_not(ops.convert_to_numpy(missing))
             present = present.reshape(present.shape[0], -1).any(axis=1)
             sw = sample_weight.get(task.name) if isinstance(sample_weight, dict) else sample_weight

@@ -1,4 +1,5 @@
-"""`TaskWeightsMean`: the `weight_<task>` entries of the logs."""
+"""The per-task trackers: `<task>_loss` (`TaskLossMean`) and `weight_<task>`
+(`TaskWeightsMean`)."""
 
 import keras
 from keras import ops
@@ -41,3 +42,39 @@ class TaskWeightsMean(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "task_names": self.task_names}
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class TaskLossMean(keras.metrics.Metric):
+    """A task's loss, averaged over its labelled examples; NaN while it has none.
+
+    A task with no labelled example in an epoch (or in the validation data)
+    has no loss: NaN, which Keras' monitors (`EarlyStopping`,
+    `ModelCheckpoint(save_best_only=True)`, `ReduceLROnPlateau`) treat as no
+    improvement, where a 0 would be a perfect score. `labelled` is the
+    number of labelled examples seen.
+
+    Example:
+
+    >>> metric = TaskLossMean(name="age_loss")
+    >>> float(metric.result())
+    nan
+    >>> metric.update_state(2.0, sample_weight=3.0)
+    >>> float(metric.result())
+    2.0
+    """
+
+    def __init__(self, name="task_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.labelled = self.add_variable(shape=(), initializer="zeros", name="labelled")
+
+    def update_state(self, loss, sample_weight):
+        sample_weight = ops.cast(sample_weight, self.dtype)
+        self.total.assign_add(ops.cast(loss, self.dtype) * sample_weight)
+        self.labelled.assign_add(sample_weight)
+
+    def result(self):
+        return ops.where(
+            self.labelled > 0, ops.divide_no_nan(self.total, self.labelled), float("nan")
+        )
