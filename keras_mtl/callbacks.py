@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_mtl import training
+from keras_mtl._validation import check_int
 
 
 class LossWeightScheduler(keras.callbacks.Callback):
@@ -328,16 +329,7 @@ class GradientConflict(keras.callbacks.Callback):
 
     def __init__(self, data, every_n_steps=None, log_dir=None):
         super().__init__()
-        if every_n_steps is not None and (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, numbers.Integral)
-            or every_n_steps < 1
-        ):
-            raise ValueError(
-                "Invalid value received for argument `every_n_steps`. Expected "
-                f"None or an integer >= 1. Received: every_n_steps={every_n_steps!r}"
-            )
-        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1, optional=True)
         self.log_dir = _check_log_dir(log_dir)
         self.x, self.y, self.sample_weight = self._probe_batch(data)
         self.task_names = None

@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from keras_mtl._validation import check_fraction
+from keras_mtl._validation import check_ints
 from keras_mtl.adversarial import GradientReversal
 
 
@@ -23,9 +25,10 @@ def build_head(task, feature_shape, image_shape, units=(256,), dropout=0.0):
             `(height, width, channels)` or `(features,)`.
         image_shape: `(height, width, channels)` of the model's input (dense
             heads decode back to its height and width).
-        units: Widths of the hidden dense layers of vector heads; the first
-            one also sets the width of dense decoders.
-        dropout: Dropout rate after each hidden layer.
+        units: Widths of the hidden dense layers of vector heads (positive
+            integers, possibly none); the first one also sets the width of
+            dense decoders.
+        dropout: Dropout rate after each hidden layer, in [0, 1].
 
     Returns:
         A `keras.Model` named `task.name`.
@@ -37,6 +40,8 @@ def build_head(task, feature_shape, image_shape, units=(256,), dropout=0.0):
     >>> head.output.shape
     (None, 1)
     """
+    units = check_ints("units", units, minimum=1, min_length=0)
+    dropout = check_fraction("dropout", dropout)
     features = keras.Input(shape=feature_shape, name=f"{task.name}_features")
     x = features
     if task.gradient_reversal is not None:

@@ -311,7 +311,7 @@ def fine_tuning(optimizer="adam", backbone_factor=0.1, head_factors=None):
             "names; set the trunk's rate with `backbone_factor`. Received: "
             f"head_factors={head_factors!r}"
         )
-    check_non_negative("backbone_factor", backbone_factor)
+    backbone_factor = check_non_negative("backbone_factor", backbone_factor)
     return LearningRateMultipliers(
         optimizer, {"trunk": backbone_factor, **(head_factors or {})}
     )

@@ -19,6 +19,7 @@ optional dependency: `pip install "keras_mtl[examples]"`.
 """
 
 import math
+import numbers
 import os
 
 import numpy as np
@@ -56,7 +57,7 @@ def _as_history_dict(argument, value):
         )
     curves = {}
     for key, values in history.items():
-        if isinstance(values, (int, float)):
+        if isinstance(values, numbers.Real):  # one epoch's value (NumPy's too)
             values = [values]
         try:
             curves[key] = [float(v) for v in values]

@@ -7,6 +7,8 @@ a Functional `keras.Model` from the backbone's input to `{task: z_t}`.
 what a `.keras` file stores.
 """
 
+from keras_mtl._validation import check_int
+
 
 class Architecture:
     """Base class of `keras_mtl.architectures`' configuration classes.
@@ -59,3 +61,28 @@ def check_task_names(task_names):
         )
     return names
 
+
+def check_blocks(blocks, minimum):
+    """The `blocks` argument of the branched architectures (MTAN, cross-stitch):
+    `None`, an integer `>= minimum` (NumPy's too, returned as an `int`) or a
+    list of distinct layer names (empty only when `minimum` is 0); raises a
+    Keras-style `ValueError` otherwise."""
+    if blocks is None:
+        return None
+    if isinstance(blocks, (list, tuple)):
+        if (
+            len(blocks) >= min(minimum, 1)
+            and all(isinstance(b, str) for b in blocks)
+            and len(set(blocks)) == len(blocks)
+        ):
+            return list(blocks)
+    else:
+        try:
+            return check_int("blocks", blocks, minimum)
+        except ValueError:
+            pass
+    integer = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    raise ValueError(
+        f"Invalid value received for argument `blocks`. Expected None, {integer} "
+        f"or a list of distinct layer names. Received: blocks={blocks!r}"
+    )

@@ -34,7 +34,9 @@ import numpy as np
 from keras import ops
 
 from keras_mtl._validation import check_bool
+from keras_mtl._validation import check_fraction
 from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_blocks
 from keras_mtl.architectures.base import check_task_names
 from keras_mtl.backbones import cut_points
 
@@ -42,16 +44,19 @@ _INITS = ("paper", "identity")
 
 
 def _check_init(init):
-    ok = init in _INITS or (
-        isinstance(init, (int, float)) and not isinstance(init, bool) and 0.0 <= init <= 1.0
+    """`init` as given if a name in `_INITS`, as a `float` if a number in
+    [0, 1] (NumPy's too), else a Keras-style `ValueError`."""
+    if isinstance(init, str) and init in _INITS:
+        return init
+    try:
+        return check_fraction("init", init)
+    except ValueError:
+        pass
+    raise ValueError(
+        "Invalid value received for argument `init`. Expected 'paper', "
+        "'identity' or a float in [0, 1] (the weight of a task's own map, "
+        f"the rest spread evenly over the others). Received: init={init!r}"
     )
-    if not ok:
-        raise ValueError(
-            "Invalid value received for argument `init`. Expected 'paper', "
-            "'identity' or a float in [0, 1] (the weight of a task's own map, "
-            f"the rest spread evenly over the others). Received: init={init!r}"
-        )
-    return init
 
 
 def stitch_matrix(init, num_tasks):
@@ -178,21 +183,7 @@ class CrossStitchNetwork(Architecture):
     """
 
     def __init__(self, blocks=None, init="paper", per_channel=False, copy_weights=True):
-        if not (
-            blocks is None
-            or (isinstance(blocks, int) and not isinstance(blocks, bool) and blocks >= 0)
-            or (
-                isinstance(blocks, (list, tuple))
-                and all(isinstance(b, str) for b in blocks)
-                and len(set(blocks)) == len(blocks)
-            )
-        ):
-            raise ValueError(
-                "Invalid value received for argument `blocks`. Expected None, "
-                "an integer >= 0 or a list of distinct layer names. Received: "
-                f"blocks={blocks!r}"
-            )
-        self.blocks = list(blocks) if isinstance(blocks, (list, tuple)) else blocks
+        self.blocks = check_blocks(blocks, minimum=0)
         self.init = _check_init(init)
         self.per_channel = check_bool("per_channel", per_channel)
         self.copy_weights = check_bool("copy_weights", copy_weights)

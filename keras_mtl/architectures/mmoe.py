@@ -22,25 +22,16 @@ embedding vectors; pooling is our choice to bring images to that form).
 import keras
 from keras import ops
 
+from keras_mtl._validation import check_ints
 from keras_mtl._validation import check_positive_int
 from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.base import check_task_names
 
 
 def check_units(argument, units):
-    """`units` as a tuple of positive integers (one per Dense layer)."""
-    try:
-        result = tuple(units)
-    except TypeError:
-        result = ()
-    if not result or not all(
-        isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in result
-    ):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected a "
-            f"non-empty tuple of positive integers. Received: {argument}={units!r}"
-        )
-    return result
+    """`units` as a tuple of positive `int`s (one per Dense layer; NumPy
+    integers accepted)."""
+    return check_ints(argument, units, minimum=1)
 
 
 def check_activation(argument, activation):
@@ -193,9 +184,9 @@ class MMoELayer(keras.layers.Layer):
 
         # === Layers ===
         self.experts = Experts(
-            num_experts, self.expert_units, expert_activation, name="experts"
+            self.num_experts, self.expert_units, self.expert_activation, name="experts"
         )
-        self.gates = [gate(num_experts, name=f"gate_{t}") for t in self.task_names]
+        self.gates = [gate(self.num_experts, name=f"gate_{t}") for t in self.task_names]
 
     def build(self, input_shape):
         check_vector(type(self).__name__, input_shape)

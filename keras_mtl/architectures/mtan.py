@@ -37,6 +37,7 @@ from keras import ops
 from keras_mtl._validation import check_positive_int
 from keras_mtl.backbones import cut_points
 from keras_mtl.architectures.base import Architecture
+from keras_mtl.architectures.base import check_blocks
 from keras_mtl.architectures.base import check_task_names
 
 
@@ -157,23 +158,7 @@ class MTAN(Architecture):
     """
 
     def __init__(self, blocks=None, reduction=1):
-        valid = (
-            blocks is None
-            or (isinstance(blocks, int) and not isinstance(blocks, bool) and blocks >= 1)
-            or (
-                isinstance(blocks, (list, tuple))
-                and len(blocks) >= 1
-                and all(isinstance(b, str) for b in blocks)
-                and len(set(blocks)) == len(blocks)
-            )
-        )
-        if not valid:
-            raise ValueError(
-                "Invalid value received for argument `blocks`. Expected None, "
-                "a positive integer or a list of distinct layer names. "
-                f"Received: blocks={blocks!r}"
-            )
-        self.blocks = list(blocks) if isinstance(blocks, (list, tuple)) else blocks
+        self.blocks = check_blocks(blocks, minimum=1)
         self.reduction = check_positive_int("reduction", reduction)
 
     def select_blocks(self, backbone):

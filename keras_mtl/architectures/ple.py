@@ -88,8 +88,10 @@ class ExtractionNetwork(keras.layers.Layer):
         num_tasks = len(self.task_names)
 
         # === Layers ===
+        shared_experts, task_experts = self.shared_experts, self.task_experts
+
         def experts(n, name):
-            return Experts(n, self.expert_units, expert_activation, name=name)
+            return Experts(n, self.expert_units, self.expert_activation, name=name)
 
         self.shared_expert_group = experts(shared_experts, "shared_experts")
         self.task_expert_groups = [experts(task_experts, f"experts_{t}") for t in self.task_names]
@@ -98,7 +100,7 @@ class ExtractionNetwork(keras.layers.Layer):
         ]
         self.shared_gate_layer = (
             gate(num_tasks * task_experts + shared_experts, name="gate_shared")
-            if shared_gate
+            if self.shared_gate
             else None
         )
 

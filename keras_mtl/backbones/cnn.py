@@ -6,6 +6,7 @@ demo (`keras_mtl.demo.demo_trunk`).
 import keras
 
 from keras_mtl._validation import check_bool
+from keras_mtl._validation import check_ints
 from keras_mtl._validation import check_positive_int
 from keras_mtl.backbones.resolve import check_input_shape
 
@@ -48,14 +49,7 @@ def small_cnn(
     ((None, 4, 4, 96), 'block2_conv1_relu')
     """
     input_shape = check_input_shape(input_shape)
-    filters = tuple(filters) if isinstance(filters, (list, tuple)) else filters
-    if not isinstance(filters, tuple) or not filters or not all(
-        isinstance(f, int) and not isinstance(f, bool) and f > 0 for f in filters
-    ):
-        raise ValueError(
-            "Invalid value received for argument `filters`. Expected a "
-            f"non-empty tuple of positive integers. Received: filters={filters!r}"
-        )
+    filters = check_ints("filters", filters, minimum=1)
     convs_per_block = check_positive_int("convs_per_block", convs_per_block)
     batch_norm = check_bool("batch_norm", batch_norm)
 

@@ -18,6 +18,7 @@ import sys
 import keras
 import numpy as np
 
+from keras_mtl._validation import check_ints
 from keras_mtl.preprocessing import ImagePreprocessing
 
 
@@ -65,22 +66,15 @@ def preprocessing_mode(constructor):
 
 
 def check_input_shape(input_shape):
-    """Validates `(height, width, channels)` and returns it as a tuple."""
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if (
-        shape is None
-        or len(shape) != 3
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-    ):
-        raise ValueError(
-            "Invalid value received for argument `input_shape`. Expected a "
-            "tuple of three positive integers (height, width, channels). "
-            f"Received: input_shape={input_shape!r}"
-        )
-    return shape
+    """Validates `(height, width, channels)` and returns it as a tuple of
+    `int`s (NumPy integers, a NumPy array accepted)."""
+    return check_ints(
+        "input_shape",
+        input_shape,
+        min_length=3,
+        max_length=3,
+        expected="a tuple of three positive integers (height, width, channels)",
+    )
 
 
 def _check_weights(weights):

@@ -26,6 +26,8 @@ import functools
 
 import numpy as np
 
+from keras_mtl._validation import check_int
+
 NUM_CLASSES = 10
 TASKS = ("left", "right")
 SPLITS = ("train", "validation", "test")
@@ -44,33 +46,20 @@ def _validate_split(split):
         )
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _validate(split, num_examples, image_size, channels, seed):
     _validate_split(split)
-    if num_examples is not None and (not _is_int(num_examples) or num_examples < 1):
-        raise ValueError(
-            "Invalid value received for argument `num_examples`. "
-            "Expected None or an integer >= 1. "
-            f"Received: num_examples={num_examples!r}"
-        )
-    if not _is_int(image_size) or image_size < 16:
-        raise ValueError(
-            "Invalid value received for argument `image_size`. "
-            f"Expected an integer >= 16. Received: image_size={image_size!r}"
-        )
-    if not _is_int(channels) or channels not in (1, 3):
+    check_int("num_examples", num_examples, minimum=1, optional=True)
+    check_int("image_size", image_size, minimum=16)
+    try:
+        count = check_int("channels", channels, minimum=1)
+    except ValueError:
+        count = None
+    if count not in (1, 3):
         raise ValueError(
             "Invalid value received for argument `channels`. "
             f"Expected 1 or 3. Received: channels={channels!r}"
         )
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(
-            "Invalid value received for argument `seed`. "
-            f"Expected a non-negative integer. Received: seed={seed!r}"
-        )
+    check_int("seed", seed, minimum=0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,7 +200,7 @@ def generate(
             out=images[i, ry : ry + d, rx : rx + d],
         )
     images = np.clip(images, 0.0, 255.0)
-    images = np.repeat(images[..., None], channels, axis=-1)
+    images = np.repeat(images[..., None], int(channels), axis=-1)
     labels = {
         "left": source_targets[left].astype(np.int32),
         "right": source_targets[right].astype(np.int32),

@@ -60,11 +60,7 @@ def _validate(split, num_examples, image_size, tasks, seed):
         )
     check_int("num_examples", num_examples, minimum=1)
     check_int("image_size", image_size, minimum=16)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(
-            "Invalid value received for argument `seed`. "
-            f"Expected a non-negative integer. Received: seed={seed!r}"
-        )
+    check_int("seed", seed, minimum=0)
     if tasks is None:
         return TASKS
     if isinstance(tasks, str) or not isinstance(tasks, (list, tuple)):

@@ -24,10 +24,14 @@ files are read, not its subfolders.
 """
 
 import dataclasses
+import numbers
 import os
 import warnings
 
 import numpy as np
+
+from keras_mtl._validation import check_int
+from keras_mtl._validation import check_ints
 
 TASKS = ("age", "gender", "ethnicity")
 AGE_RANGE = (0, 116)
@@ -187,29 +191,32 @@ def _skipped_text(skipped):
 
 
 def _check_image_size(image_size):
-    size = (image_size, image_size) if not isinstance(image_size, (tuple, list)) else image_size
-    if len(size) != 2 or not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in size
-    ):
+    pair = isinstance(image_size, (tuple, list, np.ndarray))
+    try:
+        return check_ints(
+            "image_size", image_size if pair else (image_size, image_size),
+            min_length=2, max_length=2,
+        )
+    except ValueError:
         raise ValueError(
             "Invalid value received for argument `image_size`. Expected an "
             "integer >= 1 or a pair (height, width) of them. Received: "
             f"image_size={image_size!r}"
-        )
-    return tuple(int(s) for s in size)
+        ) from None
 
 
 def _check_split(validation_split, subset):
+    """`validation_split` as a `float` (or None) after checking it and `subset`."""
     if validation_split is None:
         if subset is not None:
             raise ValueError(
                 "Invalid value received for argument `subset`. It needs "
                 f"`validation_split`. Received: subset={subset!r}, validation_split=None"
             )
-        return
+        return None
     if (
         isinstance(validation_split, bool)
-        or not isinstance(validation_split, (int, float))
+        or not isinstance(validation_split, numbers.Real)
         or not 0 < validation_split < 1
     ):
         raise ValueError(
@@ -222,6 +229,7 @@ def _check_split(validation_split, subset):
             "Invalid value received for argument `subset`. Expected one of "
             f"{SUBSETS} with `validation_split`. Received: subset={subset!r}"
         )
+    return float(validation_split)
 
 
 def load(
@@ -280,12 +288,8 @@ def load(
     ((16, 16, 3), 30.0, 1)
     """
     size = _check_image_size(image_size)
-    _check_split(validation_split, subset)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(
-            "Invalid value received for argument `seed`. Expected a "
-            f"non-negative integer. Received: seed={seed!r}"
-        )
+    validation_split = _check_split(validation_split, subset)
+    seed = check_int("seed", seed, minimum=0)
     found = scan(directory)
     if found.skipped:
         warnings.warn(

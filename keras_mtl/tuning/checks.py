@@ -4,6 +4,8 @@ choices, ranges, fractions of a backbone's depth)."""
 import math
 import numbers
 
+from keras_mtl import _validation
+
 
 def check_fraction(argument, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
@@ -29,13 +31,12 @@ def check_sequence(argument, value):
 
 
 def check_ints(argument, value, minimum):
+    """Distinct integers (NumPy's too) >= `minimum`, as a tuple of `int`s."""
     value = check_sequence(argument, value)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
-        raise ValueError(
-            f"Invalid value received for argument `{argument}`. Expected "
-            f"integers >= {minimum}. Received: {argument}={value!r}"
-        )
-    return value
+    value = _validation.check_ints(
+        argument, value, minimum=minimum, expected=f"integers >= {minimum}"
+    )
+    return check_sequence(argument, value)  # 8 and np.int64(8) are one value
 
 
 def check_range(argument, value, low, high, low_open=False, high_open=False):

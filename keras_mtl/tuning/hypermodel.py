@@ -246,10 +246,11 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         self.input_shape = check_input_shape(input_shape)
         self.backbones = _check_backbones(backbones)
         self.weightings = _check_weightings(weightings)
-        self.branch_points = tuple(
+        fractions = [
             check_fraction("branch_points", f)
             for f in check_sequence("branch_points", branch_points)
-        )
+        ]
+        self.branch_points = check_sequence("branch_points", fractions)  # distinct as floats
         self.head_units = check_ints("head_units", head_units, 1)
         self.head_depths = check_ints("head_depths", head_depths, 0)
         self.dropout_range = check_range("dropout_range", dropout_range, 0.0, 1.0, high_open=True)

@@ -28,18 +28,15 @@ import keras
 from keras import ops
 
 from keras_mtl._validation import check_fraction  # noqa: F401 (the methods import it from here)
+from keras_mtl._validation import check_int
 from keras_mtl._validation import check_number
 
 
 def check_seed(seed):
-    """Returns `seed` (None or an integer >= 0), or raises a Keras-style
-    `ValueError`. Random methods draw from `keras.random.SeedGenerator(seed)`."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(
-            "Invalid value received for argument `seed`. Expected None or "
-            f"an integer >= 0. Received: seed={seed!r}"
-        )
-    return seed
+    """Returns `seed` (None or an integer >= 0, NumPy's too, as an `int`),
+    or raises a Keras-style `ValueError`. Random methods draw from
+    `keras.random.SeedGenerator(seed)`."""
+    return check_int("seed", seed, minimum=0, optional=True)
 
 
 def check_lower_bounds(argument, bounds):

@@ -110,8 +110,7 @@ class GradDrop(GradientWeighting):
     def __init__(self, leak=0.0, seed=None, mode="representation", **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.leak = check_fraction("leak", leak)
-        check_seed(seed)
-        self.seed = seed
+        self.seed = check_seed(seed)
 
     def build(self, losses_shape):
         super().build(losses_shape)

@@ -110,8 +110,7 @@ class GradVac(GradientWeighting):
     def __init__(self, mode="params", beta=0.01, seed=None, **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.beta = check_fraction("beta", beta)
-        check_seed(seed)
-        self.seed = seed
+        self.seed = check_seed(seed)
 
     def build(self, losses_shape):
         super().build(losses_shape)

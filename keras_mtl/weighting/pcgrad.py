@@ -96,9 +96,8 @@ class PCGrad(GradientWeighting):
 
     def __init__(self, mode="params", seed=None, **kwargs):
         super().__init__(mode=mode, **kwargs)
-        check_seed(seed)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.seed = check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def task_orders(self, num_tasks, training):
         """`(T, T)` int: row `i` lists the other tasks in the order task `i`

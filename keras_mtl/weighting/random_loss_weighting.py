@@ -52,9 +52,8 @@ class RandomLossWeighting(Weighting):
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        check_seed(seed)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.seed = check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def call(self, losses, counts=None, training=False):
         present = ops.cast(self.labelled(counts), "float32")

@@ -50,6 +50,7 @@ import keras
 from keras import ops
 
 from keras_mtl.weighting._gram import compiled
+from keras_mtl.weighting.base import check_int
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.registry import register
@@ -143,16 +144,7 @@ class UPGrad(GradientWeighting):
         self.regularization = check_number(
             "regularization", regularization, minimum=0, exclusive=True
         )
-        if max_iterations is not None and (
-            isinstance(max_iterations, bool)
-            or not isinstance(max_iterations, int)
-            or max_iterations < 1
-        ):
-            raise ValueError(
-                "Invalid value received for argument `max_iterations`. Expected "
-                f"None or an integer >= 1. Received: max_iterations={max_iterations!r}"
-            )
-        self.max_iterations = max_iterations
+        self.max_iterations = check_int("max_iterations", max_iterations, 1, optional=True)
 
     def gram_weights(self, gram, losses, labelled, training):
         gram = ops.convert_to_tensor(gram, "float32")
