@@ -4,6 +4,17 @@ and what arrived -- never a stack trace from deep inside TensorFlow.
 
 Each case is `(id, call, error type, regex the message must match)`. The
 calls are lambdas so that nothing runs at collection time.
+
+The rule, for the next contributor: every user mistake either raises early --
+a `ValueError`/`TypeError` whose message names the argument or task, what was
+expected and what was received -- or is handled correctly and documented.
+In-memory data are checked whole before the first step; a dataset's values
+are checked inside each step, on the device, and the first unclean step stops
+`fit` (`StepGuard`) before any later callback can save, naming the step.
+Nothing that looks like data is guessed: a value outside its task's domain is
+never read as "missing" nor trained on. A task with nothing to score logs NaN,
+never a perfect 0. New mistakes go into the category they belong to (one
+parametrised test per category, below the catalogue).
 """
 
 import keras
@@ -303,17 +314,8 @@ def test_the_catalogue_has_at_least_forty_cases():
 
 
 # =====================================================================================
-# Mistakes by category (issue 16). The rule, for the next contributor:
-#
-#   Every user mistake either raises early -- a `ValueError`/`TypeError` whose message
-#   names the argument or task, what was expected and what was received -- or is
-#   handled correctly and documented. In-memory data is checked whole before the
-#   first step; a dataset's values are checked inside each step, on the device, and
-#   the first unclean step stops `fit` (`StepGuard`) before any later callback can
-#   save, naming the step. Nothing that looks like data is guessed: a value outside
-#   its task's domain is never read as "missing" nor trained on.
-#
-# One parametrised test per category; each case is (id, call, error, regex).
+# Mistakes by category (issue 16), under the rule of the module docstring. One
+# parametrised test per category; each case is (id, call, regex) or as noted.
 # =====================================================================================
 SEG = [T.Regression("a"), T.BinaryClassification("b"), T.MulticlassClassification("c", 3),
        T.Segmentation("s", 3), T.MultilabelClassification("m", 2)]

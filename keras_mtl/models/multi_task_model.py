@@ -554,9 +554,14 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
 
     def mask_absent_tasks(self, logs):
         """`logs` with NaN for the metrics of tasks never labelled so far
-        (their `<task>_loss` is NaN already)."""
+        (their `<task>_loss` is NaN already).
+
+        Only where Keras reads the logs eagerly (the epoch's and
+        `evaluate`'s, which History and callbacks' `on_epoch_end` get): inside
+        the compiled step the masking would add ops to every step (1 % of a
+        step, `benchmarks/bench_overhead.py`), for per-batch logs only."""
         state = self._compiled_state
-        if state is None:
+        if state is None or _traced(state.checks.nonfinite_inputs.value):
             return logs
         for name in self.task_names:
             labelled = state.loss_trackers[name].labelled > 0
@@ -688,6 +693,20 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
             for t in config["tasks"]
         ]
         return cls(**config)
+
+
+def _traced(value):
+    """Whether `value` belongs to a step being traced (not eager)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return isinstance(value, jax.core.Tracer)
+    return False
 
 
 def _check_input_shape(shape):
