@@ -7,13 +7,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # The backend-agnostic core on JAX. JAX_TESTS run in `make test`; the longer
 # JAX_MORE (the JAX gradient step checked against TensorFlow's, the model,
-# data, callbacks, architectures, optimizers, distillation) and kill-and-resume
+# data, callbacks, architectures, optimizers, distillation, the bad-input
+# catalogue) and kill-and-resume
 # in `make test-slow`.
 JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
 	tests/test_weighting_famo.py tests/test_tasks.py tests/test_metrics.py \
-	tests/test_backbones.py tests/test_bad_inputs.py tests/test_branching.py \
+	tests/test_backbones.py tests/test_branching.py \
 	tests/test_adversarial.py
 JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
@@ -21,7 +22,7 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_architectures_cross_stitch.py tests/test_architectures_mtan.py \
 	tests/test_architectures_task_norm.py tests/test_architectures_soft_sharing.py \
 	tests/test_negative_losses.py tests/test_custom_weighting.py tests/test_keras_compat.py \
-	tests/test_nonfinite.py tests/test_compile.py
+	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py
 
 .PHONY: install test test-slow demo bench clean
 
