@@ -27,12 +27,10 @@ Targets = collections.namedtuple("Targets", ["labels", "keep", "weights", "error
 #: `value_summary` of no values.
 _NOTHING = (0.0, float("inf"), -float("inf"))
 
-#: What `Targets.errors` holds, in order: for the labels and for the sample
-#: weights, how many values are out of their domain, and the smallest and
-#: largest of them (+inf / -inf when there are none).
-ERROR_FIELDS = (
-    "label_count", "label_min", "label_max", "weight_count", "weight_min", "weight_max",
-)
+# `Targets.errors` holds, in order: for the labels and for the sample weights,
+# how many values are out of their domain, and the smallest and largest of
+# them (+inf / -inf when there are none): label count, min, max, weight count,
+# min, max (`StepChecks` and `check_arrays` index it so).
 
 
 def prepare(tasks, y, sample_weight, image_shape):
