@@ -155,14 +155,15 @@ def _label_tensor(task, y):
 
 
 def value_summary(bad, values):
-    """`[count, min, max]` (float32) of `values` where `bad` is True; min and
-    max are +inf and -inf when nothing is. What a step reports of the
-    values it left out."""
+    """`[count, min, -max]` (float32) of `values` where `bad` is True (+inf
+    for both extremes when nothing is): what a step reports of the values
+    it left out. The maximum is negated so that `StepChecks` keeps both
+    extremes of all steps with one `minimum`."""
     values = ops.cast(values, "float32")
     return ops.stack([
         ops.sum(ops.cast(bad, "float32")),
         ops.min(ops.where(bad, values, float("inf"))),
-        ops.max(ops.where(bad, values, -float("inf"))),
+        -ops.max(ops.where(bad, values, -float("inf"))),
     ])
 
 

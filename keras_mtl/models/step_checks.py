@@ -32,7 +32,7 @@ class StepChecks(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         self.tasks = list(tasks)
         num_tasks = len(self.tasks)
-        # [steps run, index of the first step that was not clean (-1: none)].
+        # Steps run, and the clean steps before the first that was not.
         self.steps = self.add_variable(
             shape=(2,), initializer="zeros", name="steps", aggregation="only_first_replica"
         )
@@ -41,8 +41,8 @@ class StepChecks(keras.metrics.Metric):
         self.counts = self.add_variable(
             shape=(num_tasks, 4), initializer="zeros", name="counts", aggregation="sum"
         )
-        # Per task: min and max of the out-of-domain labels, of the invalid
-        # sample weights.
+        # Per task: min and -max of the out-of-domain labels, of the invalid
+        # sample weights (+inf: none).
         self.extremes = self.add_variable(
             shape=(num_tasks, 4), initializer="zeros", name="extremes",
             aggregation="only_first_replica",
@@ -55,16 +55,16 @@ class StepChecks(keras.metrics.Metric):
         self.reset_state()
 
     def reset_state(self):
-        self.steps.assign(ops.convert_to_tensor([0.0, -1.0], self.dtype))
+        self.steps.assign(ops.zeros(self.steps.shape, self.dtype))
         self.counts.assign(ops.zeros(self.counts.shape, self.dtype))
+        self.extremes.assign(ops.full(self.extremes.shape, float("inf"), self.dtype))
         self.nonfinite_inputs.assign(ops.zeros((), self.dtype))
-        inf = float("inf")
-        self.extremes.assign(ops.tile(
-            ops.convert_to_tensor([[inf, -inf, inf, -inf]], self.dtype), (len(self.tasks), 1)
-        ))
 
     def update_state(self, errors, task_losses_finite, finite, labelled, inputs_finite=True):
         """Records one step; returns whether it was clean.
+
+        Every step runs this, so it is a handful of ops on `(T, 4)` tensors
+        (`benchmarks/bench_overhead.py`).
 
         Args:
             errors: `(T, 6)`, each task's `Targets.errors`.
@@ -74,24 +74,20 @@ class StepChecks(keras.metrics.Metric):
             inputs_finite: Whether the step's inputs were (`inputs_finite(x)`).
         """
         errors = ops.cast(errors, self.dtype)
-        nonfinite_loss = ops.cast(ops.logical_not(task_losses_finite), self.dtype)
-        problems = ops.stack([errors[:, 0], errors[:, 3], nonfinite_loss], axis=1)
+        counts = ops.concatenate([
+            errors[:, ::3],  # out-of-domain labels, sample weights
+            ops.cast(ops.logical_not(ops.expand_dims(task_losses_finite, 1)), self.dtype),
+            ops.cast(ops.expand_dims(labelled, 1), self.dtype),
+        ], axis=1)
         clean = ops.logical_and(
-            ops.logical_and(finite, inputs_finite), ops.equal(ops.sum(problems), 0)
+            ops.logical_and(finite, inputs_finite), ops.equal(ops.sum(counts[:, :3]), 0)
         )
-        counts = ops.concatenate(
-            [problems, ops.cast(ops.reshape(labelled, (-1, 1)), self.dtype)], axis=1)
-        self.nonfinite_inputs.assign_add(
-            ops.cast(ops.logical_not(inputs_finite), self.dtype))
-        step, first = self.steps[0], self.steps[1]
-        first = ops.where(ops.logical_and(first < 0, ops.logical_not(clean)), step, first)
-        self.steps.assign(ops.stack([step + 1, first]))
+        steps = self.steps.value
+        before_first = ops.logical_and(clean, ops.equal(steps[0], steps[1]))
+        self.steps.assign_add(ops.cast(ops.stack([True, before_first]), self.dtype))
+        self.nonfinite_inputs.assign_add(ops.cast(ops.logical_not(inputs_finite), self.dtype))
         self.counts.assign_add(counts)
-        old = self.extremes
-        self.extremes.assign(ops.stack([
-            ops.minimum(old[:, 0], errors[:, 1]), ops.maximum(old[:, 1], errors[:, 2]),
-            ops.minimum(old[:, 2], errors[:, 4]), ops.maximum(old[:, 3], errors[:, 5]),
-        ], axis=1))
+        self.extremes.assign(ops.minimum(self.extremes.value, ops.take(errors, [1, 2, 4, 5], 1)))
         return clean
 
     def result(self):
@@ -99,8 +95,8 @@ class StepChecks(keras.metrics.Metric):
 
     def first_unclean_step(self):
         """The 0-based index of the first step that was not clean, or None."""
-        first = int(ops.convert_to_numpy(self.steps)[1])
-        return None if first < 0 else first
+        steps, clean = ops.convert_to_numpy(self.steps)
+        return None if clean == steps else int(clean)
 
     def domain_error(self, where):
         """A `ValueError` for the non-finite inputs, out-of-domain labels and
@@ -174,7 +170,7 @@ def domain_error(tasks, counts, extremes, where, after_steps=True, input_steps=0
     """A `ValueError` naming each task with out-of-domain labels or sample
     weights (and the non-finite inputs of `input_steps` steps), or None.
     `counts` is `(T, >=2)` (labels, sample weights) and `extremes` `(T, 4)`
-    (their min and max), as `StepChecks` keeps them; `after_steps`: whether
+    (their min and -max), as `StepChecks` keeps them; `after_steps`: whether
     steps ran on the data."""
     problems = [input_problem(input_steps)] if input_steps else []
     for i, task in enumerate(tasks):
@@ -183,14 +179,14 @@ def domain_error(tasks, counts, extremes, where, after_steps=True, input_steps=0
             problems.append(
                 f"labels of task {task.name!r} ({kind}): expected {task.domain}; "
                 f"received {_count(counts[i, 0], task)} outside it, "
-                f"{_values(extremes[i, 0], extremes[i, 1])}.{_label_hint(task, extremes[i])}"
+                f"{_values(extremes[i, 0], -extremes[i, 1])}.{_label_hint(task, extremes[i])}"
             )
         if counts[i, 1]:
             problems.append(
                 f"`sample_weight` of task {task.name!r}: expected finite values >= 0 "
                 "(0 leaves an example out, as a missing label does); received "
                 f"{_count(counts[i, 1], task)} with other weights, "
-                f"{_values(extremes[i, 2], extremes[i, 3])}."
+                f"{_values(extremes[i, 2], -extremes[i, 3])}."
             )
     if not problems:
         return None
@@ -221,7 +217,7 @@ def _number(value):
 
 def _label_hint(task, extremes):
     """What to do about the commonest out-of-domain labels."""
-    low, high = float(extremes[0]), float(extremes[1])
+    low, high = float(extremes[0]), -float(extremes[1])
     if task.sparse_labels and high >= getattr(task, "num_classes", math.inf):
         if high == 255:
             return (

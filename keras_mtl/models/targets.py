@@ -25,12 +25,11 @@ from keras_mtl.tasks import value_summary
 Targets = collections.namedtuple("Targets", ["labels", "keep", "weights", "errors"])
 
 #: `value_summary` of no values.
-_NOTHING = (0.0, float("inf"), -float("inf"))
+_NOTHING = (0.0, float("inf"), float("inf"))
 
-# `Targets.errors` holds, in order: for the labels and for the sample weights,
-# how many values are out of their domain, and the smallest and largest of
-# them (+inf / -inf when there are none): label count, min, max, weight count,
-# min, max (`StepChecks` and `check_arrays` index it so).
+# `Targets.errors` holds, in order, the labels' and then the sample weights'
+# `value_summary`: label count, min, -max, weight count, min, -max
+# (`StepChecks` and `check_arrays` index it so).
 
 
 def prepare(tasks, y, sample_weight, image_shape):
@@ -91,7 +90,7 @@ def check_arrays(tasks, y, sample_weight, image_shape, where):
         if len(bad):
             first.append(f"labels of {task.name!r} at index {bad[0]}")
     where = f"{where} ({', '.join(first)})" if first else where
-    raise domain_error(tasks, errors[:, [0, 3]], errors[:, [1, 2, 4, 5]], where, after_steps=False)
+    raise domain_error(tasks, errors[:, ::3], errors[:, [1, 2, 4, 5]], where, after_steps=False)
 
 
 def _as_dict(names, y, what="labels"):
