@@ -13,6 +13,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ben
 import user_mistakes as um  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_session(monkeypatch):
+    # `run_case` clears Keras' session before each case, which takes seconds
+    # late in a test run (every earlier test's graphs); these cases build none.
+    monkeypatch.setattr(um.keras.backend, "clear_session", lambda: None)
+
+
 def outcome(call, expect):
     return um.run_case(um.Case("synthetic", "domain", call, expect)).outcome
 
