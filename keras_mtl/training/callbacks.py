@@ -1,7 +1,7 @@
 """The callbacks `MultiTaskModel.fit` puts before the user's.
 
-- `StepGuard`: Keras' `TerminateOnNaN(raise_error=True)` for a multi-task
-  step. A step logs `loss` as NaN when it was not clean: a label outside its
+- `StepGuard`: what Keras' `TerminateOnNaN(raise_error=True)` does (Keras
+  3.11 and later), for a multi-task step. A step logs `loss` as NaN when it was not clean: a label outside its
   task's domain or an invalid sample weight, or a task loss, the total or a
   gradient that is not finite (`keras_mtl.models.step_checks`). This
   callback, first in the list, then raises at that batch's end, before any
@@ -17,7 +17,7 @@ import math
 import keras
 
 
-class StepGuard(keras.callbacks.TerminateOnNaN):
+class StepGuard(keras.callbacks.Callback):
     """Stops at the first step that was not clean, saying what was wrong.
 
     Args:
@@ -39,7 +39,7 @@ class StepGuard(keras.callbacks.TerminateOnNaN):
 
     def __init__(self, checks, weighting=None, stop_on_nonfinite=True, require_labels=True,
                  monitors=()):
-        super().__init__(raise_error=True)
+        super().__init__()
         self.require_labels = require_labels
         self.monitors = list(monitors)
         self.checks = checks
