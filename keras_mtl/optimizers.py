@@ -93,11 +93,11 @@ class LearningRateMultipliers(keras.optimizers.Optimizer):
 
     def __init__(self, optimizer, multipliers, name=None):
         inner = keras.optimizers.get(optimizer)
-        wrappers = (
-            keras.optimizers.LossScaleOptimizer,
-            keras.optimizers.MultiOptimizer,
-            LearningRateMultipliers,
-            keras.optimizers.Muon,  # its update reads `self.learning_rate`
+        # `MultiOptimizer` and `Muon` (whose update reads
+        # `self.learning_rate`) are not in every supported Keras.
+        wrappers = (LearningRateMultipliers, keras.optimizers.LossScaleOptimizer) + tuple(
+            getattr(keras.optimizers, name)
+            for name in ("MultiOptimizer", "Muon") if hasattr(keras.optimizers, name)
         )
         if isinstance(inner, wrappers):
             raise ValueError(

@@ -564,10 +564,11 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         if state is None or _traced(state.checks.nonfinite_inputs.value):
             return logs
         for name in self.task_names:
-            labelled = state.loss_trackers[name].labelled > 0
+            if ops.convert_to_numpy(state.loss_trackers[name].labelled) > 0:
+                continue
             for metric in state.metrics[name]:
                 if metric.name in logs:
-                    logs[metric.name] = ops.where(labelled, logs[metric.name], float("nan"))
+                    logs[metric.name] = float("nan")
         return logs
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
