@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from keras_mtl._optional import require
+
 # Solid: the multi-task model; dashed: single-task baselines. One colour per
 # split, so the eye pairs MTL and STL curves of the same split.
 _TRAIN_COLOUR = "tab:blue"
@@ -36,14 +38,7 @@ _LOG_SCALE_RATIO = 20.0
 
 
 def _matplotlib_figure():
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            "keras_mtl.plots needs matplotlib, which is an optional dependency. "
-            'Install it with: pip install "keras_mtl[examples]"'
-        ) from error
-    return Figure
+    return require("matplotlib.figure", "keras_mtl.plots").Figure
 
 
 def _as_history_dict(argument, value):

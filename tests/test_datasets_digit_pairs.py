@@ -1,6 +1,6 @@
 """Tests for `keras_mtl.datasets.digit_pairs`."""
 
-import builtins
+import sys
 
 import numpy as np
 import pytest
@@ -143,16 +143,10 @@ def test_source_indices_bad_split():
 
 
 def test_missing_scikit_learn_says_how_to_install(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_sklearn(name, *args, **kwargs):
-        if name.startswith("sklearn"):
-            raise ImportError("No module named 'sklearn'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as if not installed
     # Bypass the cache, which may already hold the digits.
     uncached = digit_pairs._load_source.__wrapped__
     monkeypatch.setattr(digit_pairs, "_load_source", uncached)
-    with pytest.raises(ImportError, match=r"pip install keras_mtl\[examples\]"):
+    with pytest.raises(ImportError, match=r"digit_pairs needs the 'sklearn' package.*"
+                       r'pip install "keras_mtl\[examples\]"'):
         digit_pairs.generate("test", num_examples=1)

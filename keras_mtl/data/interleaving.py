@@ -25,8 +25,8 @@ prefetched, with no Python generator in the hot path.
 """
 
 import numpy as np
-import tensorflow as tf
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_choice
 from keras_mtl._validation import check_int
 from keras_mtl._validation import check_positive_int
@@ -41,6 +41,8 @@ from keras_mtl.data.sources import batch_sources
 from keras_mtl.data.sources import Mixer
 from keras_mtl.data.sources import check_datasets
 from keras_mtl.data.sources import repeat_forever
+
+tf = require("tensorflow", "keras_mtl.data (tf.data pipelines)")
 
 
 def interleave(

@@ -9,9 +9,10 @@ and no metric update. `interleave` and `SourceValidation` pad their sources
 here.
 """
 
-import tensorflow as tf
-
+from keras_mtl._optional import require
 from keras_mtl._validation import check_positive_int
+
+tf = require("tensorflow", "keras_mtl.data (tf.data pipelines)")
 
 
 def check_datasets(argument, datasets):

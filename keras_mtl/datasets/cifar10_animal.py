@@ -11,6 +11,7 @@ and prepares them on first use (into `data_dir`); tests run offline on
 `tfds.testing.mock_data`.
 """
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_bool
 
 CLASS_NAMES = (
@@ -38,7 +39,8 @@ def animal_label(label):
     >>> [int(a) for a in animal_label([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])]
     [0, 0, 1, 1, 1, 1, 1, 1, 0, 0]
     """
-    import tensorflow as tf  # Imported here: `keras_mtl.datasets` stays light.
+    # Imported here: `keras_mtl.datasets` stays light.
+    tf = require("tensorflow", "cifar10_animal (a tf.data dataset)")
 
     return tf.gather(tf.constant(ANIMAL, tf.int32), tf.cast(label, tf.int32))
 
@@ -82,8 +84,8 @@ def load(split="train", *, data_dir=None, download=True, shuffle_files=False, wi
     check_bool("download", download)
     check_bool("shuffle_files", shuffle_files)
     check_bool("with_info", with_info)
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    tf = require("tensorflow", "cifar10_animal (a tf.data dataset)")
+    tfds = require("tensorflow_datasets", "cifar10_animal.load")
 
     ds, info = tfds.load(
         "cifar10",

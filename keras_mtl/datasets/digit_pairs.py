@@ -26,6 +26,7 @@ import functools
 
 import numpy as np
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_int
 
 NUM_CLASSES = 10
@@ -64,14 +65,8 @@ def _validate(split, num_examples, image_size, channels, seed):
 
 @functools.lru_cache(maxsize=1)
 def _load_source():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError(
-            "`keras_mtl.datasets.digit_pairs` needs scikit-learn for its "
-            "bundled handwritten digits. Install it with "
-            "`pip install keras_mtl[examples]` or `pip install scikit-learn`."
-        ) from e
+    # scikit-learn bundles the handwritten digits.
+    load_digits = require("sklearn.datasets", "keras_mtl.datasets.digit_pairs").load_digits
     digits = load_digits()
     images = digits.images.astype(np.float32)
     targets = digits.target.astype(np.int32)
@@ -240,6 +235,7 @@ def load(split="train", num_examples=None, image_size=32, channels=1, seed=0):
         channels=channels,
         seed=seed,
     )
-    import tensorflow as tf  # Imported here: `keras_mtl.datasets` stays light.
+    # Imported here: `keras_mtl.datasets` stays light.
+    tf = require("tensorflow", "digit_pairs.load (a tf.data dataset)")
 
     return tf.data.Dataset.from_tensor_slices((images, labels))

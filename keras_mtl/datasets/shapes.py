@@ -33,6 +33,7 @@ the same data as the builder `"keras_mtl_shapes"`.
 
 import numpy as np
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_int
 
 CLASS_NAMES = ("circle", "square", "triangle")
@@ -282,6 +283,7 @@ def load(split="train", num_examples=1000, image_size=64, tasks=None, seed=0):
         tasks=tasks,
         seed=seed,
     )
-    import tensorflow as tf  # Imported here: `keras_mtl.datasets` stays light.
+    # Imported here: `keras_mtl.datasets` stays light.
+    tf = require("tensorflow", "shapes.load (a tf.data dataset)")
 
     return tf.data.Dataset.from_tensor_slices((images, labels))

@@ -36,9 +36,11 @@ Configs: `"default"` (64 px; 2,000 / 500 / 500 scenes, seed 0) and `"small"`
 import dataclasses
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from keras_mtl._optional import require
 from keras_mtl.datasets import shapes
+
+tfds = require("tensorflow_datasets", "keras_mtl.datasets.shapes_tfds (a TFDS builder)")
 
 
 @dataclasses.dataclass

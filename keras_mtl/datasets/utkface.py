@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_int
 from keras_mtl._validation import check_ints
 
@@ -329,7 +330,8 @@ def load(
 
 
 def _dataset(paths, labels, size):
-    import tensorflow as tf  # Imported here: `keras_mtl.datasets` stays light.
+    # Imported here: `keras_mtl.datasets` stays light.
+    tf = require("tensorflow", "utkface.load (a tf.data dataset)")
 
     def read(path, label):
         image = tf.io.decode_image(

@@ -36,12 +36,14 @@ tracks the variables the endpoints use; the model itself is not tracked).
 import numbers
 
 import keras
-import tensorflow as tf
 
+from keras_mtl._optional import require
 from keras_mtl import tasks as tasks_lib
 from keras_mtl._validation import check_bool
 from keras_mtl.export import versioning
 from keras_mtl.models import MultiTaskModel
+
+tf = require("tensorflow", "keras_mtl.export (SavedModel, TFLite)")
 
 DEFAULT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"

@@ -7,9 +7,11 @@ import base64
 import json
 
 import numpy as np
-import tensorflow as tf
 
+from keras_mtl._optional import require
 from keras_mtl.export.saved_model import DEFAULT_SIGNATURE
+
+tf = require("tensorflow", "keras_mtl.export (SavedModel, TFLite)")
 
 
 def rest_predict(saved_model, body):

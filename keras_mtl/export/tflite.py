@@ -12,13 +12,15 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_mtl._optional import require
 from keras_mtl._validation import check_bool
 from keras_mtl.export import versioning
 from keras_mtl.export.saved_model import DEFAULT_SIGNATURE
 from keras_mtl.export.saved_model import check_input_name
 from keras_mtl.export.saved_model import check_model
+
+tf = require("tensorflow", "keras_mtl.export (SavedModel, TFLite)")
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 

@@ -4,12 +4,14 @@ by name, and `cut_backbone`, which cuts a backbone at a share of its depth
 """
 
 import keras
-import keras_tuner
 
+from keras_mtl._optional import require
 from keras_mtl.backbones import cut_points
 from keras_mtl.backbones import small_cnn
 from keras_mtl.backbones.graph import operations
 from keras_mtl.tuning.checks import check_fraction
+
+keras_tuner = require("keras_tuner", "keras_mtl.tuning (KerasTuner search)")
 
 #: Backbones known by name besides `keras.applications`.
 BUILTIN_BACKBONES = {"small_cnn": small_cnn}

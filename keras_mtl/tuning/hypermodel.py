@@ -83,8 +83,8 @@ import difflib
 import math
 
 import keras
-import keras_tuner
 
+from keras_mtl._optional import require
 from keras_mtl import objectives as objectives_lib
 from keras_mtl import tasks as tasks_lib
 from keras_mtl import weighting as weighting_lib
@@ -100,6 +100,8 @@ from keras_mtl.tuning.checks import check_fraction
 from keras_mtl.tuning.checks import check_ints
 from keras_mtl.tuning.checks import check_range
 from keras_mtl.tuning.checks import check_sequence
+
+keras_tuner = require("keras_tuner", "keras_mtl.tuning (KerasTuner search)")
 
 DEFAULT_LEARNING_RATE = 1e-3
 
