@@ -1,5 +1,9 @@
 # `make test` and `make demo` work from a fresh clone: they create .venv and
-# install the package with its test and example extras.
+# install the package with its `dev` extra, pinned to the newest tested
+# releases (constraints/newest.txt). `make test-oldest` runs the core suite
+# against the oldest supported ones (constraints/oldest.txt) in .venv-oldest;
+# `make check-wheel` builds the wheel and sdist, checks their metadata,
+# installs the wheel into a fresh venv and runs the README's ten lines there.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,15 +28,23 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_negative_losses.py tests/test_custom_weighting.py tests/test_keras_compat.py \
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py
 
-.PHONY: install test test-slow demo bench clean
+OLDEST := .venv-oldest
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: install test test-slow test-oldest check-wheel demo bench clean
+
+$(VENV)/.installed: pyproject.toml constraints/newest.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,examples]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints/newest.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+$(OLDEST)/.installed: pyproject.toml constraints/oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet -e ".[dev]" -c constraints/oldest.txt
+	touch $@
 
 test: install
 	$(BIN)/python -m pytest keras_mtl tests -m "not slow"
@@ -42,6 +54,13 @@ test-slow: install
 	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: no slow test collected
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_MORE)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m slow tests/test_kill_resume.py
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q keras_mtl tests -m "not slow"
+	KERAS_BACKEND=jax $(OLDEST)/bin/python -m pytest -q -m "not slow" $(JAX_TESTS)
+
+check-wheel: install
+	$(BIN)/python tools/check_wheel.py
 
 demo: install
 	$(BIN)/keras-mtl demo
@@ -55,4 +74,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_quality.py  # about 47 CPU-minutes (~24 min on 2 idle cores)
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(OLDEST) runs build dist *.egg-info
