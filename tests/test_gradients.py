@@ -83,16 +83,6 @@ def test_unsupported_mode_is_a_clear_error():
         RepresentationOnly(mode="params")
 
 
-def test_mixed_precision_is_refused_at_compile():
-    model = tiny_model(TASKS)
-    keras.mixed_precision.set_dtype_policy("mixed_float16")
-    try:
-        with pytest.raises(ValueError, match=r"argument `weighting`.*mixed_float16"):
-            model.compile(weighting=SumOfGradients())
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-
-
 def _one_step_update(weighting):
     keras.utils.set_random_seed(1)
     model = tiny_model(TASKS)

@@ -307,10 +307,12 @@ def _check_gradient_weighting(model, weighting):
             f"(outputs {sorted(model.trunk.output)}): there is no single shared `z`; "
             "pass mode='params'"
         )
-    elif keras.mixed_precision.dtype_policy().name != "float32":
+    elif keras.mixed_precision.dtype_policy().variable_dtype != "float32":
+        policy = keras.mixed_precision.dtype_policy()
         problem = (
-            f"the dtype policy {keras.mixed_precision.dtype_policy().name!r} "
-            "(float32 only for now)"
+            f"the dtype policy {policy.name!r}, whose variables are "
+            f"{policy.variable_dtype}: the per-task gradients are combined in float32 "
+            "(use 'mixed_float16' or 'mixed_bfloat16', which keep the variables float32)"
         )
     else:
         shared = {id(v) for v in model.trunk.trainable_variables}

@@ -103,7 +103,14 @@ class Engine:
         return fn()
 
     def apply(self, optimizer, grads, variables):
-        optimizer.apply(grads, variables)
+        """`optimizer.stateless_apply`, as Keras' JAX trainer steps: a
+        `LossScaleOptimizer` (mixed_float16) chooses its update under
+        `jax.lax.cond`, whose branches may only return values."""
+        trainable, optimizer_values = optimizer.stateless_apply(
+            self._values(optimizer.variables), grads, self._values(variables)
+        )
+        self._write_back(variables, trainable)
+        self._write_back(optimizer.variables, optimizer_values)
 
 
 def _run(model, groups, values, step):

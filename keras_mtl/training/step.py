@@ -28,6 +28,11 @@ update) and call it from Keras' trainer.
      replicas, which the method combines. A method that solves for its
      weights only on some steps (`reuse_plan`: Nash-MTL's `update_every`)
      gets, on the others, one backward pass of its stored combination.
+   Under `mixed_float16` (Keras wraps the optimizer in a
+   `LossScaleOptimizer`) the backward passes run on the scaled loss and the
+   per-task gradients are unscaled, in float32, before the method combines
+   them; the combination is scaled back for the optimizer, which unscales
+   it and skips a step that overflowed (`_loss_scale`).
 5. The update is applied; a step that was not clean (labels or sample
    weights out of their domain, task losses, total or gradients not all
    finite) logs `loss` as NaN (`StepGuard` then stops `fit` before any
@@ -178,6 +183,7 @@ def _gradient_level(model, x, targets, engine):
     trunk_variables = model.trunk.trainable_variables
     head_variables = [v for n in names for v in model.heads[n].trainable_variables]
     shared = model.shares_representation
+    scale = _loss_scale(model)
 
     # 1. The trunk, once; its backward passes come later. Its outputs: `z`
     #    (or each `z_t`), then its own regularisation losses. Whether it has
@@ -201,7 +207,7 @@ def _gradient_level(model, x, targets, engine):
         losses, counts = _task_losses(model, targets, y_pred, engine)
         extra = extra_loss([l for n in names for l in model.heads[n].losses])
         total = ops.sum(ops.stack([losses[n] for n in names])) + extra / engine.replicas
-        return total, (losses, counts, y_pred, extra)
+        return _scaled(total, scale), (losses, counts, y_pred, extra)
 
     inputs = [representations[0] if shared else r for r in representations]
     inputs = inputs * len(names) if shared else inputs
@@ -214,22 +220,24 @@ def _gradient_level(model, x, targets, engine):
     if weighting.mode == "representation":
         sum_ = engine.cross_replica_sum if engine.replicas > 1 else None
         combined, weights = weighting.combine(
-            ops.stack(rep_grads), global_losses, counts, training=True,
-            cross_replica_sum=sum_, activations=z,
+            _unscaled(ops.stack(rep_grads), scale), global_losses, counts, training=True,
+            cross_replica_sum=sum_, activations=ops.cast(z, "float32"),
         )
-        trunk_grads = trunk_back([combined, ops.ones(()) if regularised else None])
+        cotangent = ops.cast(_scaled(combined, scale), representations[0].dtype)
+        trunk_grads = trunk_back([cotangent, _scaled(ops.ones(()), scale) if regularised else None])
     else:
         combined, weights = _params_combine(
             weighting, trunk_back, rep_grads, global_losses, counts, trunk_variables,
-            shared, engine,
+            shared, engine, scale,
         )
         # The optimizer sums gradients over replicas; this one is global.
         # (On one replica no division: it would copy P floats for nothing.)
         trunk_grads = combined
-        if engine.replicas > 1:
-            trunk_grads = [g / engine.replicas for g in combined]
+        if engine.replicas > 1 or scale is not None:
+            factor = _scaled(ops.ones(()), scale) / engine.replicas
+            trunk_grads = [g * factor for g in combined]
         if regularised:
-            extra = trunk_back([None] * len(representations) + [ops.ones(())])
+            extra = trunk_back([None] * len(representations) + [_scaled(ops.ones(()), scale)])
             trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
 
     total = ops.sum(weights * weighting.stack(global_losses))
@@ -239,20 +247,23 @@ def _gradient_level(model, x, targets, engine):
     return _Step(total, global_losses, counts, weighting.unstack(weights), y_pred, grads)
 
 
-def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables, shared, engine):
+def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables, shared, engine,
+                    scale=None):
     """Params mode: `(combined, weights)`, the combined global gradient of
     the trunk's variables (one tensor per variable) and the task weights.
 
     Each task's gradient stays a list of per-variable tensors (in the
     weighting's `gradient_dtype`): no flat copy, no stacked `(T, P)` matrix
-    (`GradientWeighting.combine_parts`)."""
+    (`GradientWeighting.combine_parts`). Under loss scaling the cotangents
+    `rep_grads` are scaled, and each task's gradient is unscaled before the
+    method sees it."""
     num_tasks = len(rep_grads)
     dtype = weighting.gradient_dtype
 
     def task_gradient(t, cotangent):
         cotangents = [None] * (1 if shared else num_tasks) + [None]
         cotangents[0 if shared else t] = cotangent
-        return [ops.cast(g, dtype) for g in trunk_back(cotangents)]
+        return [ops.cast(_unscaled(g, scale), dtype) for g in trunk_back(cotangents)]
 
     plan = weighting.reuse_plan(losses, counts)
     if plan is None:
@@ -269,7 +280,7 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         first = task_gradient(0, ops.where(
             solve, rep_grads[0], sum(stored[t] * g for t, g in enumerate(rep_grads))))
     else:
-        first = [ops.cast(g, dtype) for g in trunk_back([
+        first = [ops.cast(_unscaled(g, scale), dtype) for g in trunk_back([
             ops.where(solve, g if t == 0 else ops.zeros_like(g), stored[t] * g)
             for t, g in enumerate(rep_grads)
         ] + [None])]
@@ -287,6 +298,27 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         lambda: weighting.reuse([ops.cast(g, "float32") for g in parts[0]], stored),
         variables=weighting.variables,
     )
+
+
+def _loss_scale(model):
+    """The loss scale of a `LossScaleOptimizer` (Keras wraps the optimizer in
+    one under the `mixed_float16` policy), or None. The gradient-level step
+    scales its backward passes by it as Keras' own step does, so that small
+    float16 gradients do not underflow; the methods see unscaled float32
+    gradients; the optimizer unscales the update and skips a step whose
+    scaled gradients overflowed (then lowering the scale)."""
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        return model.optimizer.scale_loss(ops.ones((), "float32"))
+    return None
+
+
+def _scaled(value, scale):
+    return value if scale is None else value * ops.cast(scale, value.dtype)
+
+
+def _unscaled(value, scale):
+    value = ops.cast(value, "float32")
+    return value if scale is None else value / scale
 
 
 def _by_id(variables, grads):

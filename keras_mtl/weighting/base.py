@@ -93,6 +93,10 @@ class Weighting(keras.layers.Layer):
     search_space = {}
 
     def __init__(self, **kwargs):
+        # The task losses reach the weighting in float32, and its state
+        # (log-variances, FAMO's logits, loss histories) stays float32 under
+        # a mixed precision policy, as Keras keeps a model's variables.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.task_names = None
 
