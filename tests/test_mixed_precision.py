@@ -104,3 +104,18 @@ def test_a_policy_with_half_precision_variables_is_refused_for_gradient_methods(
             model.compile(weighting="pcgrad")
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("policy", sorted(TOLERANCE))
+def test_a_keras_applications_backbone_builds_under_mixed_precision(policy):
+    # Its preprocessing convention is recognised on a float32 probe
+    # whatever the policy (a float16 probe once failed to match any).
+    import keras_mtl
+
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = keras_mtl.build_model("MobileNetV3Small", TASKS[:1], input_shape=(32, 32, 3),
+                                      head_units=(8,))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert model.compute_dtype == policy.split("_")[1]

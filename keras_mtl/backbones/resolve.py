@@ -44,7 +44,8 @@ def _application(name):
 
 def _reference_preprocessing(mode, x):
     # numpy reference of each mode, used to recognise a module's convention.
-    return np.asarray(ImagePreprocessing(mode)(x))
+    # float32 whatever the global policy: mixed precision would round the probe.
+    return np.asarray(ImagePreprocessing(mode, dtype="float32")(x))
 
 
 def preprocessing_mode(constructor):
