@@ -40,6 +40,7 @@ def test_import_loads_no_tensorflow_tuner_or_tfds():
     assert run_fresh("import keras_mtl" + LOADED) == []
 
 
+@pytest.mark.slow  # a child process importing JAX and Keras (12 s)
 def test_build_compile_fit_on_jax_loads_no_tensorflow():
     code = """
     import keras
@@ -66,6 +67,7 @@ def test_build_compile_fit_on_jax_loads_no_tensorflow():
     assert run_fresh(textwrap.dedent(code) + LOADED) == []
 
 
+@pytest.mark.slow  # child processes importing TensorFlow (11 s)
 def test_a_keras_file_loads_after_import_keras_mtl_alone(tmp_path):
     """`.keras` files name keras_mtl's classes; `import keras_mtl` registers
     them (lazy submodules must not break loading in a fresh process)."""
