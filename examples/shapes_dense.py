@@ -15,7 +15,7 @@ Methods (`--methods`, comma-separated):
   `shape` and `segmentation`, regression form for `depth`);
 - `dwa`: Dynamic Weight Average, Liu, Johns & Davison 2019;
 - `pcgrad`: gradient surgery, Yu et al. 2020, on the trunk's variables;
-- `mgda_ub`: MGDA-UB, Sener & Koltun 2018: MGDA at the shared
+- `mgda`: MGDA-UB, Sener & Koltun 2018: MGDA at the shared
   representation (`MGDA(mode="representation")`).
 
 The trunk and the quick/full sizes are those of `keras-mtl demo`
@@ -23,7 +23,7 @@ The trunk and the quick/full sizes are those of `keras-mtl demo`
 
     python examples/shapes_dense.py              # 8 models, 8 to 13 min on 2 CPU cores
     python examples/shapes_dense.py --quick      # smoke run: 1 epoch on 64 scenes
-    python examples/shapes_dense.py --methods equal,mgda_ub --epochs 10
+    python examples/shapes_dense.py --methods equal,mgda --epochs 10
 
 No download: the scenes are generated (`keras_mtl.datasets.shapes`).
 """
@@ -54,7 +54,8 @@ METHODS = {
     }),
     "dwa": lambda names, seed: weighting.DynamicWeightAverage(),
     "pcgrad": lambda names, seed: weighting.PCGrad(seed=seed),
-    "mgda_ub": lambda names, seed: weighting.MGDA(mode="representation"),
+    # MGDA-UB: the registry's "mgda" in representation mode.
+    "mgda": lambda names, seed: weighting.MGDA(mode="representation"),
 }
 
 

@@ -30,16 +30,16 @@ def _load_example(name):
 def test_shapes_dense_compares_methods_with_single_task_baselines(capsys):
     example = _load_example("shapes_dense")
     results = example.main([
-        "--quick", "--tasks", "shape,depth", "--methods", "mgda_ub",
+        "--quick", "--tasks", "shape,depth", "--methods", "mgda",
         "--examples", "32", "--test-examples", "16", "--batch-size", "16", "--verbose", "0",
     ])
     assert set(results["single_task"]) == {"shape", "depth"}
     assert results["single_task"]["depth"].keys() == {"mae", "rmse"}
-    mgda = results["multi_task"]["mgda_ub"]
+    mgda = results["multi_task"]["mgda"]
     assert mgda["metrics"].keys() == {"shape", "depth"}
     assert np.isfinite(mgda["delta_m"])
     out = capsys.readouterr().out
-    assert "| single-task (2 models) |" in out and "| mgda_ub " in out
+    assert "| single-task (2 models) |" in out and "| mgda " in out
     assert f"{mgda['delta_m']:+.2f}" in out
     assert "3 models in" in out
 
@@ -48,7 +48,7 @@ def test_shapes_dense_compares_methods_with_single_task_baselines(capsys):
 def test_shapes_dense_runs_every_default_method(capsys):
     example = _load_example("shapes_dense")
     results = example.main(["--quick", "--verbose", "0"])
-    assert list(results["multi_task"]) == ["equal", "uncertainty", "dwa", "pcgrad", "mgda_ub"]
+    assert list(results["multi_task"]) == ["equal", "uncertainty", "dwa", "pcgrad", "mgda"]
     assert set(results["single_task"]) == {"shape", "segmentation", "depth"}
     assert "8 models in" in capsys.readouterr().out
 

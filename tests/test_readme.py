@@ -27,3 +27,14 @@ def test_method_tables_list_every_registered_method(level):
     assert table == weighting.markdown_table(level, "keras_mtl"), (
         "README's table is out of date; paste keras_mtl.weighting.markdown_table("
         f"{level!r}, 'keras_mtl'):\n" + weighting.markdown_table(level, "keras_mtl"))
+
+
+@pytest.mark.parametrize("loader", ["shapes", "digit_pairs", "utkface", "cifar10_animal"])
+def test_the_dataset_table_lists_each_loaders_label_keys(loader):
+    import importlib
+
+    keys = importlib.import_module(f"keras_mtl.datasets.{loader}").TASKS
+    row = next(line for line in README.read_text().splitlines()
+               if line.startswith(f"| `datasets.{loader}.load("))
+    listed = re.findall(r"`(\w+)`", row.split("|")[2])
+    assert tuple(listed) == tuple(keys), (loader, listed, keys)
