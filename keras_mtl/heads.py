@@ -61,9 +61,15 @@ def _vector_head(task, x, units, dropout):
         x = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-    return keras.layers.Dense(
+    outputs = keras.layers.Dense(
         task.output_channels, activation=task.activation, name="predictions"
     )(x)
+    normalize = getattr(task, "normalize", None)
+    if normalize is not None:
+        # Predictions in the labels' units: `mean + std * output`.
+        mean, std = normalize
+        outputs = keras.layers.Rescaling(scale=std, offset=mean, name="denormalize")(outputs)
+    return outputs
 
 
 def _dense_decoder(task, x, image_shape, units, dropout):

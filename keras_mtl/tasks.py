@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from keras_mtl._validation import check_int
+from keras_mtl._validation import check_number
 from keras_mtl._validation import check_non_negative
 
 #: A task's name becomes a layer name, a TF name scope, log keys and
@@ -355,32 +356,76 @@ class Regression(Task):
 
     Missing labels are NaN (a label with any NaN value is missing).
 
+    Targets in their own units (ages in years, prices) give losses of
+    thousands beside classification losses below 1, and a head that starts
+    near 0. `normalize=(mean, std)` (from `Regression.normalization` of the
+    training labels) makes the head predict `mean + std * output`, so its
+    predictions, metrics and SavedModel outputs stay in the labels' units,
+    and computes the loss on standardised values, `loss((y - mean) / std,
+    (y_pred - mean) / std)`: MSE divided by `std²`, MAE by `std`.
+
     Args:
         name: The task's name.
         units: Number of values predicted per example.
         loss: "mse" (default), "mae", "huber", or any Keras loss.
         attach_at: The backbone layer the head reads (see `Task`).
         gradient_reversal: `λ` of an adversarial task (see `Task`).
+        normalize: `None`, or `(mean, std)` of the labels: numbers, or one
+            per unit; each std finite and > 0.
 
     Example:
 
     >>> task = Regression("age", loss="mae")
     >>> task.label_shape(batch_size=8)
     (8, 1)
+    >>> ages = np.array([20.0, 30.0, np.nan, 40.0])  # NaN: missing
+    >>> Regression("age", normalize=Regression.normalization(ages)).normalize
+    ([30.0], [8.16496...])
     """
 
     default_loss = "mse"
 
     def __init__(self, name, units=1, loss=None, attach_at=None,
-                 gradient_reversal=None):
+                 gradient_reversal=None, normalize=None):
         super().__init__(
             name, loss=loss, attach_at=attach_at, gradient_reversal=gradient_reversal
         )
         self.units = check_int("units", units, 1)
+        self.normalize = _check_normalize(normalize, self.units)
+
+    @staticmethod
+    def normalization(labels):
+        """`(mean, std)` of `labels` (`(N,)` or `(N, units)`), per unit,
+        ignoring NaN (missing) labels: the `normalize` argument. A unit
+        whose labels are all equal gets std 1."""
+        values = np.asarray(labels, dtype="float64")
+        values = values.reshape(len(values), -1)
+        if not np.isfinite(values).any(axis=0).all():
+            raise ValueError(
+                "Invalid value received for argument `labels`: every unit needs at "
+                f"least one finite label to normalise by. Received {len(values)} "
+                "labels with none for some unit."
+            )
+        mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0)
+        std = np.nanstd(np.where(np.isfinite(values), values, np.nan), axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return [float(m) for m in mean], [float(s) for s in std]
 
     @property
     def output_channels(self):
         return self.units
+
+    def loss_fn(self):
+        loss = super().loss_fn()
+        if self.normalize is None:
+            return loss
+        mean, std = (ops.convert_to_tensor(v, "float32") for v in self.normalize)
+
+        def standardised(y_true, y_pred):
+            return loss((ops.cast(y_true, "float32") - mean) / std,
+                        (ops.cast(y_pred, "float32") - mean) / std)
+
+        return standardised
 
     def metrics(self):
         return [
@@ -393,7 +438,38 @@ class Regression(Task):
         return {"mae": False, "rmse": False}
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        config = {**super().get_config(), "units": self.units}
+        if self.normalize is not None:
+            config["normalize"] = [list(v) for v in self.normalize]
+        return config
+
+
+def _check_normalize(normalize, units):
+    """`normalize` as `([mean] * units, [std] * units)`, or None."""
+    if normalize is None:
+        return None
+    if not isinstance(normalize, (list, tuple)) or len(normalize) != 2:
+        raise ValueError(
+            "Invalid value received for argument `normalize`. Expected None or "
+            "`(mean, std)` of the labels (e.g. `Regression.normalization(train_labels)`). "
+            f"Received: normalize={normalize!r}"
+        )
+    result = []
+    for part, value in zip(("mean", "std"), normalize):
+        values = list(np.ravel(np.asarray(value, dtype=object)))
+        if len(values) == 1:
+            values = values * units
+        if len(values) != units:
+            raise ValueError(
+                f"Invalid value received for argument `normalize`: expected a {part} "
+                f"per unit ({units}) or one number. Received: {part}={value!r}"
+            )
+        result.append([
+            check_number(f"normalize ({part})", v, minimum=0.0 if part == "std" else None,
+                         exclusive=True, kind="finite number")
+            for v in values
+        ])
+    return tuple(result)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
