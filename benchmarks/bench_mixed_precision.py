@@ -1,7 +1,8 @@
 """Step time under Keras' mixed precision policies, over float32's.
 
 For a few weighting methods (loss-level, and gradient-level in both modes),
-one model per method and policy (`float32`, `mixed_float16`,
+and for the same layers as a stock Keras multi-output model (the reference:
+what mixed precision costs Keras itself), one model per method and policy (`float32`, `mixed_float16`,
 `mixed_bfloat16`), each built and compiled under its policy. The models
 step in interleaved rounds on one fixed batch, as in `bench_overhead.py`
 (rotated order, CPU and wall clocks, one TensorFlow thread by default); the
@@ -36,6 +37,7 @@ from keras_mtl.datasets import shapes  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_overhead import HERE  # noqa: E402
+from bench_overhead import _plain_model  # noqa: E402
 from bench_overhead import HEAD_UNITS  # noqa: E402
 from bench_overhead import _quartiles  # noqa: E402
 from bench_overhead import _table  # noqa: E402
@@ -43,7 +45,12 @@ from bench_overhead import bench_tasks  # noqa: E402
 from bench_overhead import write_results  # noqa: E402
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# "plain Keras": the same layers as a stock multi-output model (no
+# keras_mtl): what mixed precision costs Keras itself here, the reference for
+# the methods' ratios.
+PLAIN = "plain Keras (reference)"
 METHODS = {
+    PLAIN: None,
     "equal": {},
     "uncertainty": {},
     "pcgrad (params)": {"name": "pcgrad", "mode": "params"},
@@ -60,10 +67,13 @@ def _weighting(spec, label):
 def _model(backbone, tasks, image_shape, label, spec, policy):
     keras.mixed_precision.set_dtype_policy(policy)
     try:
+        if spec is None:
+            return _plain_model(backbone, tasks, image_shape, with_metrics=False)
         model = keras_mtl.build_model(
             backbone, tasks, input_shape=image_shape, head_units=HEAD_UNITS
         )
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=_weighting(spec, label))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), weighting=_weighting(spec, label),
+                      metrics={t.name: [] for t in tasks})
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     return model
@@ -117,7 +127,7 @@ def main(argv=None):
                 logs = models[key].train_on_batch(x, y, return_dict=True)
                 times["wall"][key].append(time.perf_counter() - wall)
                 times["cpu"][key].append(time.process_time() - cpu)
-                if not np.isfinite(logs["loss"]):
+                if not np.isfinite(float(logs["loss"])):
                     raise RuntimeError(f"{key}: non-finite loss {logs['loss']}")
     finally:
         gc.enable()

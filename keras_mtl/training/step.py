@@ -42,6 +42,8 @@ update) and call it from Keras' trainer.
 import keras
 from keras import ops
 
+from keras_mtl.models.step_checks import all_finite
+
 
 def extra_loss(losses):
     """The sum of the regularisation / `add_loss` losses (float32)."""
@@ -62,11 +64,11 @@ def train_step(model, data, engine):
     variables = model.trainable_variables
     grads = [out.grads.get(id(v), None) for v in variables]
     grads = [ops.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    finite = _finite([out.total, *out.losses.values()])
+    finite = all_finite([out.total, *out.losses.values()])
     # Under a `LossScaleOptimizer` (mixed_float16) non-finite gradients are
     # expected now and then: it skips those steps and lowers the scale.
     if not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
-        finite = ops.logical_and(finite, _finite(grads))
+        finite = ops.logical_and(finite, all_finite(grads))
     engine.apply(model.optimizer, grads, variables)
     return _log(model, x, targets, out, finite, engine, training=True)
 
@@ -79,7 +81,7 @@ def test_step(model, data, engine):
     losses = {n: engine.cross_replica_sum(v) for n, v in losses.items()}
     total, weights = model.combine_losses(losses, counts, training=False)
     out = _Step(total + extra_loss(model.losses), losses, counts, weights, y_pred, None)
-    return _log(model, x, targets, out, _finite([out.total]), engine, training=False)
+    return _log(model, x, targets, out, all_finite([out.total]), engine, training=False)
 
 
 class _Step:
@@ -101,19 +103,6 @@ def _task_losses(model, targets, y_pred, engine):
         vector = engine.cross_replica_sum(ops.stack([counts[n] for n in names]))
         counts = {n: vector[i] for i, n in enumerate(names)}
     return {n: ops.divide_no_nan(sums[n], counts[n]) for n in sums}, counts
-
-
-def _finite(values):
-    """A scalar boolean: every value finite. A sum is NaN or inf when any of
-    its terms is, so one reduction per tensor and one pass over the
-    gradients suffice; finite values overflow it only near 3e38 / size,
-    far past where the optimizer's own state does (Adam squares the
-    gradients: 1.8e19). A sparse gradient (TF's `IndexedSlices`, of an
-    embedding) is checked by its values."""
-    sums = [
-        ops.cast(ops.sum(v.values if hasattr(v, "indices") else v), "float32") for v in values
-    ]
-    return ops.isfinite(ops.sum(ops.stack(sums)))
 
 
 def _log(model, x, targets, out, finite, engine, training):
