@@ -33,7 +33,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_mtl  # noqa: E402
-from keras_mtl.datasets import shapes  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_overhead import HERE  # noqa: E402
@@ -41,7 +40,9 @@ from bench_overhead import _plain_model  # noqa: E402
 from bench_overhead import HEAD_UNITS  # noqa: E402
 from bench_overhead import _quartiles  # noqa: E402
 from bench_overhead import _table  # noqa: E402
-from bench_overhead import bench_tasks  # noqa: E402
+from bench_overhead import bench_batch  # noqa: E402
+from bench_overhead import rotated  # noqa: E402
+from bench_overhead import set_threads  # noqa: E402
 from bench_overhead import write_results  # noqa: E402
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -91,20 +92,8 @@ def main(argv=None):
                         help="TensorFlow intra- and inter-op threads (0: default)")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
-    if args.threads and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-
-    keras.utils.set_random_seed(0)
-    tasks = bench_tasks()
-    image_shape = (args.image_size, args.image_size, 3)
-    x, labels = shapes.generate(
-        "train", args.batch_size, args.image_size, tasks=[t.name for t in tasks]
-    )
-    y = {"shape": labels["shape"], "size": labels["size"][:, None],
-         "position": labels["position"]}
+    set_threads(args.threads)
+    tasks, image_shape, x, y = bench_batch(args.image_size, args.batch_size)
 
     models = {}
     for label, spec in METHODS.items():
@@ -120,9 +109,8 @@ def main(argv=None):
     gc.collect()
     gc.disable()
     try:
-        for repeat in range(args.repeats):
-            shift = repeat % len(keys)
-            for key in keys[shift:] + keys[:shift]:
+        for order in rotated(keys, args.repeats):
+            for key in order:
                 wall, cpu = time.perf_counter(), time.process_time()
                 logs = models[key].train_on_batch(x, y, return_dict=True)
                 times["wall"][key].append(time.perf_counter() - wall)

@@ -74,6 +74,34 @@ def bench_tasks():
     ]
 
 
+def set_threads(threads):
+    """TensorFlow's intra- and inter-op thread pools (0: its default)."""
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def bench_batch(image_size, batch_size):
+    """`(tasks, image_shape, x, y)`: `bench_tasks` and one fixed, seeded
+    batch of shapes scenes labelled for them."""
+    keras.utils.set_random_seed(0)
+    tasks = bench_tasks()
+    x, labels = shapes.generate("train", batch_size, image_size, tasks=[t.name for t in tasks])
+    y = {"shape": labels["shape"], "size": labels["size"][:, None],
+         "position": labels["position"]}
+    return tasks, (image_size, image_size, 3), x, y
+
+
+def rotated(names, rounds):
+    """The order of `names` in each round, rotated by one every round, so
+    that no model always follows the same one."""
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        yield names[shift:] + names[:shift]
+
+
 def _mtl_model(backbone, tasks, image_shape, weighting, with_metrics):
     model = keras_mtl.build_model(
         backbone, tasks, input_shape=image_shape, head_units=HEAD_UNITS
@@ -170,23 +198,8 @@ def main(argv=None):
     )
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
-    if args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-
-    keras.utils.set_random_seed(0)
-    tasks = bench_tasks()
-    image_shape = (args.image_size, args.image_size, 3)
-    x, labels = shapes.generate(
-        "train", args.batch_size, args.image_size, tasks=[t.name for t in tasks]
-    )
-    y = {
-        "shape": labels["shape"],
-        "size": labels["size"][:, None],
-        "position": labels["position"],
-    }
+    set_threads(args.threads)
+    tasks, image_shape, x, y = bench_batch(args.image_size, args.batch_size)
 
     builders = {
         "plain Keras multi-output, task metrics":
@@ -227,9 +240,8 @@ def main(argv=None):
     gc.collect()
     gc.disable()  # a collection inside one model's step would bias it
     try:
-        for repeat in range(args.repeats):
-            shift = repeat % len(names)
-            for name in names[shift:] + names[:shift]:
+        for order in rotated(names, args.repeats):
+            for name in order:
                 wall, cpu = _step_times(models[name], x, targets[name], args.steps)
                 times["wall"][name].append(wall)
                 times["cpu"][name].append(cpu)
