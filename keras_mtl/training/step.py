@@ -43,6 +43,7 @@ import keras
 from keras import ops
 
 from keras_mtl.models.step_checks import all_finite
+from keras_mtl.models.step_checks import inputs_finite
 
 
 def extra_loss(losses):
@@ -112,7 +113,6 @@ def _log(model, x, targets, out, finite, engine, training):
     out-of-domain labels or sample weights, or non-finite arithmetic): `StepGuard` reads
     only that, and `StepChecks` says what it was."""
     from keras_mtl import _keras_compat
-    from keras_mtl.models.step_checks import inputs_finite
 
     names = model.task_names
     clean = model.step_checks.update_state(
@@ -173,6 +173,8 @@ def _gradient_level(model, x, targets, engine):
     head_variables = [v for n in names for v in model.heads[n].trainable_variables]
     shared = model.shares_representation
     scale = _loss_scale(model)
+    # The cotangent of a loss: 1, or the loss scale.
+    unit = _scaled(ops.ones((), "float32"), scale)
 
     # 1. The trunk, once; its backward passes come later. Its outputs: `z`
     #    (or each `z_t`), then its own regularisation losses. Whether it has
@@ -213,7 +215,7 @@ def _gradient_level(model, x, targets, engine):
             cross_replica_sum=sum_, activations=ops.cast(z, "float32"),
         )
         cotangent = ops.cast(_scaled(combined, scale), representations[0].dtype)
-        trunk_grads = trunk_back([cotangent, _scaled(ops.ones(()), scale) if regularised else None])
+        trunk_grads = trunk_back([cotangent, unit if regularised else None])
     else:
         combined, weights = _params_combine(
             weighting, trunk_back, rep_grads, global_losses, counts, trunk_variables,
@@ -223,10 +225,10 @@ def _gradient_level(model, x, targets, engine):
         # (On one replica no division: it would copy P floats for nothing.)
         trunk_grads = combined
         if engine.replicas > 1 or scale is not None:
-            factor = _scaled(ops.ones(()), scale) / engine.replicas
+            factor = unit / engine.replicas
             trunk_grads = [g * factor for g in combined]
         if regularised:
-            extra = trunk_back([None] * len(representations) + [_scaled(ops.ones(()), scale)])
+            extra = trunk_back([None] * len(representations) + [unit])
             trunk_grads = [g + e for g, e in zip(trunk_grads, extra)]
 
     total = ops.sum(weights * weighting.stack(global_losses))
