@@ -156,6 +156,7 @@ def fit(m, epochs=1):
     return m.fit(x, y, batch_size=4, epochs=epochs, verbose=0), x
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_fit_with_a_loss_level_weighting_and_round_trip(tmp_path):
     m = model()
     m.compile(optimizer="adam", weighting=W.Uncertainty())
@@ -271,6 +272,7 @@ def test_reduction_narrows_the_first_mask_conv_only():
     assert narrow.count_params() < wide.count_params()
 
 
+@pytest.mark.slow  # long: `make test-slow` runs it
 def test_reduced_model_trains_and_round_trips(tmp_path):
     m = model(blocks=2, reduction=2)
     m.compile(optimizer="adam")

@@ -90,7 +90,10 @@ def test_every_method_trains_under_mixed_precision(method, policy):
 
 
 @pytest.mark.parametrize("policy", sorted(TOLERANCE))
-@pytest.mark.parametrize("method, mode", [("pcgrad", "representation"), ("mgda", "params")])
+@pytest.mark.parametrize("method, mode", [
+    ("pcgrad", "representation"),  # make test: PCGrad's default is params
+    pytest.param("mgda", "params", marks=pytest.mark.slow),
+])
 def test_both_gradient_modes_under_mixed_precision(method, mode, policy):
     check(method, policy, mode)
 
