@@ -3,7 +3,8 @@
 # releases (constraints/newest.txt). `make test-oldest` runs the core suite
 # against the oldest supported ones (constraints/oldest.txt) in .venv-oldest;
 # `make check-wheel` builds the wheel and sdist, checks their metadata,
-# installs the wheel into a fresh venv and runs the README's ten lines there.
+# installs the wheel into a fresh venv and runs the README's ten lines there;
+# `make docs` builds the API reference site (mkdocs.yml) into site/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +32,7 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 
 OLDEST := .venv-oldest
 
-.PHONY: install test test-slow test-oldest check-wheel demo bench clean
+.PHONY: install test test-slow test-oldest check-wheel docs demo bench clean
 
 $(VENV)/.installed: pyproject.toml constraints/newest.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,10 @@ test-oldest: $(OLDEST)/.installed
 check-wheel: install
 	$(BIN)/python tools/check_wheel.py
 
+# The API reference site (mkdocs.yml) into site/, offline; a warning is an error.
+docs: install
+	$(BIN)/python -m mkdocs build --strict
+
 demo: install
 	$(BIN)/keras-mtl demo
 
@@ -75,4 +80,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_quality.py  # about 47 CPU-minutes (~24 min on 2 idle cores)
 
 clean:
-	rm -rf $(VENV) $(OLDEST) runs build dist *.egg-info
+	rm -rf $(VENV) $(OLDEST) runs build dist site *.egg-info

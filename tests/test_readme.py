@@ -1,11 +1,15 @@
-"""The README's ten-line example runs as written."""
+"""The README's ten-line example runs as written; the generated tables of the
+site's pages (docs/weighting.md, docs/datasets.md) match the package."""
 
 import pathlib
 import re
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+WEIGHTING_PAGE = ROOT / "docs" / "weighting.md"
+DATASETS_PAGE = ROOT / "docs" / "datasets.md"
 
 
 @pytest.mark.slow
@@ -21,11 +25,11 @@ def test_ten_line_example_runs(tmp_path, monkeypatch):
 def test_method_tables_list_every_registered_method(level):
     from keras_mtl import weighting
 
-    text = README.read_text()
+    text = WEIGHTING_PAGE.read_text()
     start = text.index(f"<!-- weighting table: {level} ")
     table = text[text.index("\n", start) + 1:text.index("\n<!-- end of table -->", start)]
     assert table == weighting.markdown_table(level, "keras_mtl"), (
-        "README's table is out of date; paste keras_mtl.weighting.markdown_table("
+        "docs/weighting.md's table is out of date; paste keras_mtl.weighting.markdown_table("
         f"{level!r}, 'keras_mtl'):\n" + weighting.markdown_table(level, "keras_mtl"))
 
 
@@ -34,7 +38,7 @@ def test_the_dataset_table_lists_each_loaders_label_keys(loader):
     import importlib
 
     keys = importlib.import_module(f"keras_mtl.datasets.{loader}").TASKS
-    row = next(line for line in README.read_text().splitlines()
+    row = next(line for line in DATASETS_PAGE.read_text().splitlines()
                if line.startswith(f"| `datasets.{loader}.load("))
     listed = re.findall(r"`(\w+)`", row.split("|")[2])
     assert tuple(listed) == tuple(keys), (loader, listed, keys)

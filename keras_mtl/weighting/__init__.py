@@ -2,7 +2,7 @@
 
 `get("dwa")` returns a method from its name or alias (case-insensitive, `_`
 and `-` ignored); `names()` lists the names, `methods()` the classes. Every
-method is one module here, citing its paper; the tables of the README are
+method is one module here, citing its paper; the tables of docs/weighting.md are
 built from the registry (`keras_mtl.weighting.registry`), which also takes
 methods defined elsewhere (`@keras_mtl.weighting.register`).
 
@@ -32,7 +32,7 @@ from keras_mtl.weighting.registry import names
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.registry import unregister
 
-# The methods, in the order of the README's tables (registration order).
+# The methods, in the order of docs/weighting.md's tables (registration order).
 from keras_mtl.weighting.equal import Equal  # noqa: E402  (registers)
 from keras_mtl.weighting.static import Static
 from keras_mtl.weighting.inverse_size import InverseSize

@@ -123,7 +123,9 @@ class GradientWeighting(Weighting):
         Args:
             parts: Per task, its gradient as a list of tensors (one per
                 shared variable, in `gradient_dtype`): `parts[t][k]`.
-            losses, counts, training: As in `combine`.
+            losses: As in `combine`.
+            counts: As in `combine`.
+            training: As in `combine`.
             after: A backend's `after(value, fn)`: `fn()` computed only once
                 `value` is (the training step passes one); `None`: `fn()`.
 

@@ -13,7 +13,7 @@ the class's own attributes:
   (`keras_mtl.weighting.space`).
 
 Everything that lists methods (`names()`, the tuner's space, the
-kill-and-resume, distributed and benchmark method lists, the README's
+kill-and-resume, distributed and benchmark method lists, the site's
 tables) reads this registry, so a new method is one file and one test file.
 A method defined outside the package registers the same way and is then
 usable by name everywhere:
@@ -179,7 +179,7 @@ def get(identifier):
 
 
 def markdown_table(level, package=None):
-    """The README's table of the registered methods of one `level`
+    """The table (docs/weighting.md) of the registered methods of one `level`
     (`"loss"` or `"gradient"`); only the classes defined in `package` (e.g.
     `"keras_mtl"`) if given. Its last column lists the `search_space`."""
     gradient = level == "gradient"
