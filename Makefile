@@ -28,9 +28,13 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_architectures_task_norm.py tests/test_architectures_soft_sharing.py \
 	tests/test_negative_losses.py tests/test_custom_weighting.py tests/test_keras_compat.py \
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py \
-	tests/test_mixed_precision.py
+	tests/test_mixed_precision.py tests/test_several_inputs.py
 
 OLDEST := .venv-oldest
+# keras-hub without its dependencies: they include tensorflow-text, which
+# would install `tensorflow` beside `tensorflow-cpu`. It imports these two.
+HUB := --no-deps keras-hub
+HUB_IMPORTS := regex tokenizers
 
 .PHONY: install test test-slow test-oldest check-wheel docs demo bench clean
 
@@ -38,6 +42,8 @@ $(VENV)/.installed: pyproject.toml constraints/newest.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]" -c constraints/newest.txt
+	$(BIN)/python -m pip install --quiet $(HUB) -c constraints/newest.txt
+	$(BIN)/python -m pip install --quiet $(HUB_IMPORTS) -c constraints/newest.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,6 +52,8 @@ $(OLDEST)/.installed: pyproject.toml constraints/oldest.txt
 	$(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST)/bin/python -m pip install --quiet -e ".[dev]" -c constraints/oldest.txt
+	$(OLDEST)/bin/python -m pip install --quiet $(HUB) -c constraints/oldest.txt
+	$(OLDEST)/bin/python -m pip install --quiet $(HUB_IMPORTS) -c constraints/oldest.txt
 	touch $@
 
 test: install
