@@ -44,6 +44,11 @@ def operations(model):
         config = model.get_config()
     except NotImplementedError:
         return None
+    if "layers" not in (config or {}) and getattr(model, "outputs", None):
+        # A Functional subclass whose config holds its constructor's
+        # arguments (keras-hub backbones): the same graph as a plain
+        # Functional model, which describes its layers.
+        config = keras.Model(model.inputs, model.outputs).get_config()
     entries = (config or {}).get("layers")
     if not entries or any("inbound_nodes" not in e for e in entries):
         return None

@@ -4,7 +4,10 @@
 `keras.applications` model without its classifier (`include_top=False`), so it
 maps images to a feature map, and finds the `preprocess_input` convention of its
 module so that the multi-task model can take raw 0-255 images. Any
-`keras.Model` works too: it is used as it is.
+`keras.Model` works too, keras-hub backbones included: it is used as it is
+(read at `pooled_output` when it gives a dict of outputs). A model with
+several inputs (text: token ids, segment ids, padding mask) keeps them: the
+multi-task model takes the same inputs, by the same names.
 
 Weights: `None` (random), `"imagenet"` (Keras' own download and cache, as
 `keras.applications` does it) or the path of a local `.weights.h5` file saved
@@ -110,15 +113,20 @@ def resolve_backbone(backbone, input_shape=None, weights=None):
 
     Args:
         backbone: A `keras.applications` name (case-insensitive, e.g.
-            `"MobileNetV3Small"`) or a `keras.Model` taking images.
+            `"MobileNetV3Small"`) or a `keras.Model`: images to a feature map
+            or vector, or several inputs (a keras-hub text backbone's token
+            ids, segment ids and padding mask) to a vector. Of a dict of
+            outputs, `"pooled_output"` is used (keras-hub's text backbones).
         input_shape: `(height, width, channels)` of the images. Optional for a
-            `keras.Model` with a fully defined input shape.
+            `keras.Model` with a fully defined input shape; None for a model
+            with several inputs.
         weights: `None`, `"imagenet"` or the path of a `.weights.h5` file.
 
     Returns:
         `(trunk, input_shape, preprocessing_mode)`: the trunk model (images to
-        a feature map or vector), the input shape, and the `ImagePreprocessing`
-        mode to put in front of it (`"none"` for user models).
+        a feature map or vector), the input shape (None for several inputs),
+        and the `ImagePreprocessing` mode to put in front of it (`"none"` for
+        user models).
 
     Example:
 
@@ -171,15 +179,18 @@ def _resolve_model(model, input_shape, weights):
             "has no symbolic inputs. Wrap it: `inputs = keras.Input(shape); "
             f"keras.Model(inputs, model(inputs))`. Received: backbone={model!r}"
         )
-    if len(model.inputs or []) != 1:
+    if not model.inputs:
         raise ValueError(
             "Invalid value received for argument `backbone`. Expected a "
-            "`keras.Model` with exactly one (image) input. Received a model "
-            f"with {len(model.inputs or [])} inputs."
+            f"`keras.Model` with inputs. Received: backbone={model!r}"
         )
+    if len(model.inputs) > 1:
+        return _resolve_several_inputs(model, input_shape, weights)
     model_shape = tuple(model.inputs[0].shape[1:])
     if input_shape is None:
         input_shape = model_shape
+    if len(model_shape) != 3:
+        return _resolve_other_input(model, input_shape, model_shape, weights)
     input_shape = check_input_shape(input_shape)
     if any(m is not None and m != s for m, s in zip(model_shape, input_shape)):
         raise ValueError(
@@ -187,6 +198,32 @@ def _resolve_model(model, input_shape, weights):
             f"shape compatible with the backbone's input {model_shape}. "
             f"Received: input_shape={input_shape}"
         )
+    _check_model_weights(model, weights)
+    model = _single_output(model)
+    _check_feature_shape(model, model.name)
+    return model, input_shape, "none"
+
+
+def _resolve_other_input(model, input_shape, model_shape, weights):
+    # One input that is not an image (token ids, a feature vector): the
+    # model takes it with the backbone's own shape.
+    try:
+        same = tuple(input_shape) == model_shape
+    except TypeError:
+        same = False
+    if not same:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected None "
+            f"or the backbone's input shape {model_shape} (not an image). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    _check_model_weights(model, weights)
+    model = _single_output(model)
+    _check_feature_shape(model, model.name)
+    return model, model_shape, "none"
+
+
+def _check_model_weights(model, weights):
     if weights == "imagenet":
         raise ValueError(
             "Invalid value received for argument `weights`. 'imagenet' only "
@@ -195,8 +232,45 @@ def _resolve_model(model, input_shape, weights):
         )
     if weights is not None:
         _load_weights_file(model, weights, f"the backbone model {model.name!r}")
+
+
+def _resolve_several_inputs(model, input_shape, weights):
+    # Text and graph trunks: the model takes the trunk's inputs as they are,
+    # so there is no image shape to give and no image preprocessing.
+    names = [t.name for t in model.inputs]
+    if input_shape is not None:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected None "
+            f"for a backbone with several inputs ({model.name!r} takes {names}); "
+            f"the model takes them with their own shapes. Received: "
+            f"input_shape={input_shape!r}"
+        )
+    _check_model_weights(model, weights)
+    model = _single_output(model)
     _check_feature_shape(model, model.name)
-    return model, input_shape, "none"
+    return model, None, "none"
+
+
+#: The output a backbone with a dict of outputs is read at: keras-hub's text
+#: backbones (BERT, RoBERTa, ...) give `sequence_output` (one vector per
+#: token) and `pooled_output` (one per text), and heads need the latter.
+POOLED_OUTPUT = "pooled_output"
+
+
+def _single_output(model):
+    """`model`, or for a dict of outputs with a `pooled_output`, the same
+    layers read at that output (a Functional model sharing its weights)."""
+    output = None if isinstance(model, keras.Sequential) else model.output
+    if not isinstance(output, dict):
+        return model
+    if POOLED_OUTPUT not in output:
+        raise ValueError(
+            "Invalid value received for argument `backbone`. Expected a model "
+            f"with one output, or a dict of outputs with {POOLED_OUTPUT!r}. "
+            f"{model.name!r} gives {sorted(output)}: pick one with "
+            "`keras.Model(backbone.input, backbone.output[name])`."
+        )
+    return keras.Model(model.input, output[POOLED_OUTPUT], name=model.name)
 
 
 def _check_feature_shape(trunk, description):

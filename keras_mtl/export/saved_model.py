@@ -20,7 +20,8 @@ their outputs are already in the labels' units.
 Signatures (TF Serving's `signature_name`):
 
 - `serving_default`: raw images (pixel values 0-255, the model's input shape)
-  in, every task's outputs out;
+  in, every task's outputs out; a model with several inputs (a text or graph
+  trunk) takes them by their own names;
 - `serve_<task>`: the same input, one task's outputs; it runs the trunk and
   that task's head only;
 - `serving_bytes` (with `image_bytes=True`): a batch of encoded JPEG / PNG /
@@ -81,6 +82,24 @@ def check_input_name(input_name):
             f"a digit (e.g. 'image'). Received: input_name={input_name!r}"
         )
     return input_name
+
+
+def input_spec(model, input_name="image"):
+    """The signatures' input: one `tf.TensorSpec` named `input_name` for an
+    image (or other single) input, or for a model with several inputs (a text
+    or graph trunk), a dict of specs named after the model's inputs."""
+    if not getattr(model, "several_inputs", False):
+        return tf.TensorSpec((None, *model.image_shape), model.inputs[0].dtype, name=input_name)
+    if input_name != "image":
+        raise ValueError(
+            "Invalid value received for argument `input_name`. It names a single "
+            "input; this model's inputs keep their own names "
+            f"{[t.name for t in model.inputs]}. Received: input_name={input_name!r}"
+        )
+    structure = model.input
+    if isinstance(structure, dict):
+        return {n: tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in structure.items()}
+    return [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in structure]
 
 
 def _check_threshold(threshold):
@@ -188,9 +207,7 @@ def _decode_images(encoded, image_shape, dtype):
 
 def _serving_archive(model, input_name, task_signatures, image_bytes, threshold):
     tasks = {t.name: t for t in model.tasks}
-    spec = tf.TensorSpec(
-        (None, *model.image_shape), model.inputs[0].dtype, name=input_name
-    )
+    spec = input_spec(model, input_name)
 
     def postprocess(predictions):
         outputs = {}
@@ -309,6 +326,12 @@ def export_saved_model(
 
 
 def _check_image_input(model):
+    if model.image_shape is None:
+        raise ValueError(
+            "Invalid value received for argument `image_bytes`. Encoded images "
+            "are decoded for a model with one image input; this model has "
+            f"several inputs {[t.name for t in model.inputs]}."
+        )
     shape, dtype = tuple(model.image_shape), model.inputs[0].dtype
     if (
         len(shape) != 3

@@ -19,6 +19,7 @@ from keras_mtl.export import versioning
 from keras_mtl.export.saved_model import DEFAULT_SIGNATURE
 from keras_mtl.export.saved_model import check_input_name
 from keras_mtl.export.saved_model import check_model
+from keras_mtl.export.saved_model import input_spec
 
 tf = require("tensorflow", "keras_mtl.export (SavedModel, TFLite)")
 
@@ -117,7 +118,7 @@ def export_tflite(
     if representative_data is not None:
         samples = _representative_samples(model, representative_data)
 
-    spec = tf.TensorSpec((None, *model.image_shape), model.inputs[0].dtype, name=input_name)
+    spec = input_spec(model, input_name)
     archive = keras.export.ExportArchive()
     archive.add_endpoint(
         DEFAULT_SIGNATURE,
@@ -149,6 +150,12 @@ def export_tflite(
 
 def _representative_samples(model, data):
     """A function returning a fresh iterator over single-image batches."""
+    if model.image_shape is None:
+        raise ValueError(
+            "Invalid value received for argument `quantization`. 'int8' is "
+            "calibrated on images; this model has several inputs "
+            f"{[t.name for t in model.inputs]}. Use 'dynamic' or 'float16'."
+        )
     image_shape = tuple(model.image_shape)
     if isinstance(data, tf.data.Dataset):
         spec = data.element_spec

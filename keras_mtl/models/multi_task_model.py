@@ -119,9 +119,13 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         **kwargs,
     ):
         tasks = tasks_lib.check_tasks(tasks)
-        if input_shape is None:
-            input_shape = tuple(trunk.inputs[0].shape[1:])
-        input_shape = _check_input_shape(input_shape)
+        several = isinstance(trunk_lib.input_structure(trunk), (dict, list))
+        if several:
+            _check_several_inputs(trunk, input_shape, preprocessing, tasks)
+        else:
+            if input_shape is None:
+                input_shape = tuple(trunk.inputs[0].shape[1:])
+            input_shape = _check_input_shape(input_shape)
         head_units = _check_units(head_units)
         dropout = check_fraction("dropout", dropout)
         if dropout == 1:
@@ -129,7 +133,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
                 "Invalid value received for argument `dropout`. Expected a "
                 f"float in [0, 1). Received: dropout={dropout!r}"
             )
-        _check_layer_names(tasks, trunk)
+        _check_layer_names(tasks, trunk, several)
         if any(t.attach_at for t in tasks) and not isinstance(trunk_lib.trunk_output(trunk), dict):
             trunk = trunk_lib.branched_trunk(trunk, tasks)
         feature_shapes = trunk_lib.feature_shapes(trunk, tasks)
@@ -150,21 +154,28 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         }
 
         # === Functional Model ===
-        # The trunk's dtype: float images, or token ids / strings for text.
-        images = keras.Input(shape=input_shape, dtype=trunk.inputs[0].dtype, name="image")
-        representation = trunk(preprocess(images))
+        if several:  # the trunk's own inputs and names, nothing before them
+            inputs = trunk_lib.model_inputs(trunk)
+            representation = trunk(inputs)
+        else:
+            # The trunk's dtype: float images, or token ids / strings for text.
+            inputs = keras.Input(shape=input_shape, dtype=trunk.inputs[0].dtype, name="image")
+            representation = trunk(preprocess(inputs))
         outputs = {
             name: head(trunk_lib.head_input(representation, name))
             for name, head in heads.items()
         }
-        super().__init__(inputs=images, outputs=outputs, **kwargs)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.trunk = trunk
         self.preprocess = preprocess
         self.heads = heads
         self.tasks = tasks
+        #: `(height, width, channels)` of the image input; None for a trunk
+        #: with several inputs.
         self.image_shape = input_shape
+        self.several_inputs = several
         self.preprocessing = preprocessing
         self.head_units = head_units
         self.dropout = dropout
@@ -188,6 +199,8 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
     def representation(self, images, training=False):
         """The shared representation `z` (the trunk's output): a tensor, or
         `{task: z_t}` for a trunk with per-task representations."""
+        if self.several_inputs:
+            return self.trunk(images, training=training)
         return self.trunk(self.preprocess(images), training=training)
 
     def head_input(self, z, name):
@@ -677,7 +690,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
             "trainable": self.trainable,
             "trunk": keras.saving.serialize_keras_object(self.trunk),
             "tasks": [keras.saving.serialize_keras_object(t) for t in self.tasks],
-            "input_shape": list(self.image_shape),
+            "input_shape": None if self.image_shape is None else list(self.image_shape),
             "preprocessing": self.preprocessing,
             "head_units": list(self.head_units),
             "dropout": self.dropout,
@@ -734,12 +747,40 @@ def _unique(variables):
     return unique
 
 
-def _check_layer_names(tasks, trunk):
+def _check_several_inputs(trunk, input_shape, preprocessing, tasks):
+    """A trunk with several inputs (text, graphs) takes them as they are."""
+    names = trunk_lib.input_names(trunk_lib.input_structure(trunk))
+    if input_shape is not None:
+        raise ValueError(
+            "Invalid value received for argument `input_shape`. Expected None "
+            f"for the trunk {trunk.name!r}, which has several inputs {names} "
+            "(the model takes them with the trunk's own shapes). Received: "
+            f"input_shape={input_shape!r}"
+        )
+    if preprocessing != "none":
+        raise ValueError(
+            "Invalid value received for argument `preprocessing`. Image "
+            f"preprocessing applies to one image input; the trunk {trunk.name!r} "
+            f"has several inputs {names}. Received: preprocessing={preprocessing!r}"
+        )
+    dense = [t.name for t in tasks if t.kind == "dense"]
+    if dense:
+        raise ValueError(
+            f"Invalid value received for argument `tasks`. Dense tasks {dense} "
+            "predict a map the size of the input image; the trunk "
+            f"{trunk.name!r} has several inputs {names} and no image input."
+        )
+
+
+def _check_layer_names(tasks, trunk, several=False):
     """Each head is a layer named after its task, beside the model's own
-    layers; "trunk" is how optimizer keys name the trunk."""
-    taken = {"image": "the model's input", "preprocessing": "its preprocessing layer",
-             trunk.name: "the trunk (backbone)",
-             "trunk": "the trunk in `LearningRateMultipliers` and `fine_tuning` keys"}
+    layers and inputs; "trunk" is how optimizer keys name the trunk."""
+    inputs = (trunk_lib.input_names(trunk_lib.input_structure(trunk))
+              if several else ["image"])
+    taken = {name: "the model's input" for name in inputs}
+    taken.update({"preprocessing": "its preprocessing layer",
+                  trunk.name: "the trunk (backbone)",
+                  "trunk": "the trunk in `LearningRateMultipliers` and `fine_tuning` keys"})
     for task in tasks:
         if task.name in taken:
             raise ValueError(

@@ -19,6 +19,42 @@ def trunk_output(trunk):
     return trunk.output
 
 
+def input_structure(trunk):
+    """The trunk's symbolic inputs: one tensor, or a dict / list of them for
+    a trunk with several inputs (text backbones take token ids, segment ids
+    and a padding mask; graph networks atoms and positions)."""
+    inputs = trunk.inputs or []
+    if len(inputs) == 1:
+        return inputs[0]
+    structure = trunk.input
+    if isinstance(structure, dict):
+        return dict(structure)
+    return list(inputs)
+
+
+def model_inputs(trunk):
+    """New `keras.Input`s matching the trunk's inputs: one named "image",
+    or, for several inputs, one per trunk input with the trunk's names
+    (dict keys, or the input tensors' names)."""
+    structure = input_structure(trunk)
+    if not isinstance(structure, (dict, list)):
+        return keras.Input(shape=structure.shape[1:], dtype=structure.dtype, name="image")
+
+    def new_input(name, tensor):
+        return keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
+
+    if isinstance(structure, dict):
+        return {name: new_input(name, t) for name, t in structure.items()}
+    return [new_input(t.name, t) for t in structure]
+
+
+def input_names(inputs):
+    """The names of a model's inputs (`model_inputs`' result)."""
+    if isinstance(inputs, dict):
+        return list(inputs)
+    return [t.name for t in keras.tree.flatten(inputs)]
+
+
 def head_input(z, name):
     """What head `name` reads from the representation `z`."""
     return z[name] if isinstance(z, dict) else z

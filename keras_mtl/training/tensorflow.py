@@ -20,7 +20,23 @@ def _gradient(tape, targets, sources, output_gradients=None):
     # `unconnected_gradients=ZERO` reads the dtype of a `keras.Variable`
     # source as a string and fails.
     grads = tape.gradient(targets, sources, output_gradients=output_gradients)
-    return [tf.zeros_like(s) if g is None else g for g, s in zip(grads, sources)]
+    return [_dense(g, s) for g, s in zip(grads, sources)]
+
+
+def _dense(grad, source):
+    if grad is None:
+        return tf.zeros_like(source)
+    if isinstance(grad, tf.IndexedSlices):
+        # An embedding's gradient: its rows for the ids the batch read.
+        # Per-task gradients are compared and combined entry by entry, so
+        # each is made dense.
+        grad = tf.convert_to_tensor(grad)
+    if not grad.shape.is_fully_defined():
+        # Some gradients lose the static shape of their variable (a Dense
+        # layer's kernel on a 3-d input, through `tensordot`, when the batch
+        # size is unknown); the params mode slices them by it.
+        grad = tf.ensure_shape(grad, source.shape)
+    return grad
 
 
 class Engine:
