@@ -6,19 +6,20 @@ model does not forget one task while it learns the other.
 
 - source `movie`: `imdb_reviews` (tensorflow-datasets), task `sentiment`;
 - source `yelp`: `yelp_polarity_reviews`, task `polarity`;
-- encoder: a `TextVectorization` adapted on both corpora + an `Embedding`,
-  average-pooled, then a dense layer: the shared trunk;
+- encoder: a `TextVectorization` adapted on both corpora, then the shared
+  trunk: an `Embedding`, average-pooled, then a dense layer (`--encoder bag`),
+  or a keras-hub `BertBackbone` built from its config, random weights, no
+  preset download (`--encoder bert`, needs `keras_mtl[hub]`): its three
+  inputs (token ids, segment ids, padding mask) become the model's inputs
+  and the heads read its `pooled_output`;
 - two `BinaryClassification` heads; `keras_mtl.data.interleave` alternates the
   sources (every batch carries both label keys, the other source's masked);
 - History shows `sentiment_accuracy`, `polarity_accuracy` and, per source,
   `val_movie_sentiment_accuracy`, `val_yelp_polarity_accuracy`.
 
 Text is vectorised in the tf.data pipeline (the fast path Keras recommends
-for training), so the trunk takes int token ids `(sequence_length,)`.
-`MultiTaskModel` currently builds a float32 `"image"` input and casts it in
-`ImagePreprocessing`: ids pass through float32 exactly (< 2^24), and
-`Embedding` casts them back to int32, but under a `mixed_float16` policy ids
-above 2048 would be rounded, so keep the float32 policy with this example.
+for training), so the trunk takes int32 token ids `(sequence_length,)` (and
+for BERT, the segment ids and padding mask made from them there too).
 
     python examples/reviews_round_robin.py --epochs 3 --max-examples 20000
 
@@ -65,15 +66,24 @@ def make_vectorizer(texts, vocabulary_size, sequence_length):
     return vectorizer
 
 
-def to_source(ds, task, vectorizer, batch_size, shuffle_seed=None):
-    """Batches, vectorises and keys the labels by task: `(ids, {task: label})`."""
+def bert_inputs(ids):
+    """BertBackbone's inputs for vectorised texts (one segment; id 0 pads)."""
+    return {"token_ids": ids, "segment_ids": tf.zeros_like(ids),
+            "padding_mask": tf.cast(ids != 0, "int32")}
+
+
+def to_source(ds, task, vectorizer, batch_size, shuffle_seed=None, encoder="bag"):
+    """Batches, vectorises and keys the labels by task: `(x, {task: label})`."""
     if shuffle_seed is not None:
         ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    return ds.map(
-        lambda text, label: (vectorizer(text), {task: tf.cast(label, tf.float32)}),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def prepare(text, label):
+        ids = tf.cast(vectorizer(text), "int32")
+        x = bert_inputs(ids) if encoder == "bert" else ids
+        return x, {task: tf.cast(label, tf.float32)}
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_trunk(vocabulary_size, sequence_length, embedding_dim, units):
@@ -82,6 +92,17 @@ def make_trunk(vocabulary_size, sequence_length, embedding_dim, units):
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     x = keras.layers.Dense(units, activation="relu", name="shared")(x)
     return keras.Model(ids, x, name="text_encoder")
+
+
+def make_bert(vocabulary_size, sequence_length, embedding_dim, units):
+    """A small BERT from its config (random weights: nothing downloaded)."""
+    from keras_mtl._optional import require
+
+    keras_hub = require("keras_hub", "--encoder bert (keras-hub backbones)")
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size, num_layers=2, num_heads=2,
+        hidden_dim=embedding_dim, intermediate_dim=units,
+        max_sequence_length=sequence_length, name="bert")
 
 
 def main(argv=None):
@@ -94,6 +115,8 @@ def main(argv=None):
     parser.add_argument("--sequence-length", type=int, default=200)
     parser.add_argument("--embedding-dim", type=int, default=64)
     parser.add_argument("--units", type=int, default=64)
+    parser.add_argument("--encoder", default="bag", choices=("bag", "bert"),
+                        help="the shared trunk: averaged embeddings, or a small BERT")
     parser.add_argument("--schedule", default="round_robin", choices=data.SCHEDULES)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--epoch", default="longest", choices=data.EPOCHS)
@@ -111,7 +134,7 @@ def main(argv=None):
     def sources(texts, shuffle):
         return {
             source: to_source(ds, SOURCES[source][1], vectorizer, args.batch_size,
-                              args.seed + i if shuffle else None)
+                              args.seed + i if shuffle else None, args.encoder)
             for i, (source, ds) in enumerate(texts.items())
         }
 
@@ -124,11 +147,11 @@ def main(argv=None):
         seed=args.seed,
     )
     tasks = [keras_mtl.tasks.BinaryClassification(task) for _, task in SOURCES.values()]
-    trunk = make_trunk(vocabulary_size, args.sequence_length, args.embedding_dim, args.units)
-    model = keras_mtl.MultiTaskModel(
-        trunk, tasks, input_shape=(args.sequence_length,), preprocessing="none",
-        head_units=(args.units // 2,), name="reviews",
-    )
+    if args.encoder == "bert":
+        trunk = make_bert(vocabulary_size, args.sequence_length, args.embedding_dim, args.units)
+    else:
+        trunk = make_trunk(vocabulary_size, args.sequence_length, args.embedding_dim, args.units)
+    model = keras_mtl.build_model(trunk, tasks, head_units=(args.units // 2,), name="reviews")
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(
         train,

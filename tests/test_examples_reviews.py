@@ -42,3 +42,18 @@ def test_reviews_round_robin_trains_offline_on_mock_data(capsys):
     # 48 examples per source, batches of 16: 3 batches each, alternated.
     assert "round_robin: 6 batches per epoch" in out
     assert "| movie | sentiment |" in out and "| yelp | polarity |" in out
+
+
+@pytest.mark.slow
+def test_reviews_with_a_keras_hub_bert_encoder():
+    # The same story with a keras-hub text backbone built from its config:
+    # three inputs made in the tf.data pipeline, heads on `pooled_output`.
+    example = _load_example()
+    with tfds.testing.mock_data(num_examples=32):
+        history = example.main([
+            "--epochs", "1", "--batch-size", "16", "--max-examples", "0",
+            "--vocabulary-size", "64", "--sequence-length", "12", "--encoder", "bert",
+            "--embedding-dim", "8", "--units", "16", "--verbose", "0",
+        ])
+    assert {"val_movie_sentiment_accuracy", "val_yelp_polarity_auc"} <= set(history.history)
+    assert all(v[-1] == v[-1] for v in history.history.values())  # no NaN
