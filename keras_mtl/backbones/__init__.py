@@ -5,7 +5,11 @@
   preprocessing convention of each application;
 - `graph`: a backbone's operations in order and its cut points;
 - `cnn`: `small_cnn`, the package's one small convolutional trunk (the module
-  is not named after it: `backbones.small_cnn` is the function).
+  is not named after it: `backbones.small_cnn` is the function);
+- `schnet`: `schnet`, a SchNet trunk for molecules (atom types and
+  positions), and its layers. `backbones.schnet` is the function; the layers
+  are imported from the module (`from keras_mtl.backbones.schnet import
+  InteractionBlock`).
 """
 
 from keras_mtl.backbones import graph
@@ -15,6 +19,7 @@ from keras_mtl.backbones.resolve import application_names
 from keras_mtl.backbones.resolve import check_input_shape
 from keras_mtl.backbones.resolve import preprocessing_mode
 from keras_mtl.backbones.resolve import resolve_backbone
+from keras_mtl.backbones.schnet import schnet
 
 __all__ = [
     "application_names",
@@ -23,5 +28,6 @@ __all__ = [
     "graph",
     "preprocessing_mode",
     "resolve_backbone",
+    "schnet",
     "small_cnn",
 ]
