@@ -8,6 +8,9 @@
   and `ethnicity` parsed from the file names.
 - `cifar10_animal`: CIFAR-10 through `tfds.load("cifar10")`, labels `label`
   (10 classes) and `animal` (seed 003's second task).
+- `qm9`: QM9's 130,831 molecules (atoms and positions, padded) with the 11
+  regression targets of the multi-task papers, read offline from the
+  `qm9pack` wheel's CSV files (`pip install "keras_mtl[qm9]"`).
 
 Importing this package imports neither TensorFlow nor TensorFlow Datasets.
 `import keras_mtl.datasets.shapes_tfds` registers the shapes data as the
@@ -17,5 +20,6 @@ TFDS builder `"keras_mtl_shapes"`, so that
 
 from keras_mtl.datasets import cifar10_animal
 from keras_mtl.datasets import digit_pairs
+from keras_mtl.datasets import qm9
 from keras_mtl.datasets import shapes
 from keras_mtl.datasets import utkface
