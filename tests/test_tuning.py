@@ -235,6 +235,32 @@ def test_factory_backbones():
         _build(wrong)
 
 
+def test_static_weights_searched_over_a_trunk_with_several_inputs(tmp_path):
+    # A graph / text trunk fixes its own inputs: no input shape; the tuned
+    # static weights (the baseline scalarisation papers ask for) are searched.
+    def molecules(_):
+        atoms, positions = keras.Input((5,), dtype="int32", name="atoms"), keras.Input(
+            (5, 3), name="positions")
+        x = keras.layers.Concatenate()([keras.layers.Embedding(4, 4)(atoms), positions])
+        z = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(8)(x))
+        return keras.Model({"atoms": atoms, "positions": positions}, z)
+
+    tasks = [T.Regression("u0"), T.Regression("homo")]
+    hypermodel = tuning.MultiTaskHyperModel(
+        tasks, None, backbones={"graph": molecules}, weightings=("static",),
+        branch_points=(1.0,), head_units=(8,), head_depths=(1,))
+    rng = np.random.default_rng(0)
+    x = {"atoms": rng.integers(0, 4, (32, 5)), "positions": rng.normal(size=(32, 5, 3))}
+    y = {"u0": rng.normal(size=(32, 1)), "homo": rng.normal(size=(32, 1))}
+    tuner = keras_tuner.RandomSearch(hypermodel, objective="val_loss", max_trials=2,
+                                     directory=str(tmp_path), seed=0)
+    tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=16, verbose=0)
+    best = tuner.get_best_hyperparameters()[0].values
+    assert {"static/weight_u0", "static/weight_homo"} <= set(best)
+    with pytest.raises(keras_tuner.errors.FatalValueError, match="'cnn' cannot be built"):
+        _build(tuning.MultiTaskHyperModel(tasks, None, backbones={"cnn": "small_cnn"}))
+
+
 # --- bad arguments -------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, match",

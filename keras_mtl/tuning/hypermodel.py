@@ -183,7 +183,10 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
 
     Args:
         tasks: List of `keras_mtl.tasks.Task`.
-        input_shape: `(height, width, channels)` of the raw images.
+        input_shape: `(height, width, channels)` of the raw images; None
+            for backbones given as factories or models that fix their own
+            inputs (text or graph trunks with several inputs), which are
+            then called `f(None)`.
         backbones: `keras.applications` names, `"small_cnn"`, factories
             `f(input_shape) -> keras.Model`, or a dict `{name: any of
             those}`.
@@ -245,7 +248,7 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
     ):
         super().__init__(name=name, tunable=tunable)
         self.tasks = tasks_lib.check_tasks(tasks)
-        self.input_shape = check_input_shape(input_shape)
+        self.input_shape = None if input_shape is None else check_input_shape(input_shape)
         self.backbones = _check_backbones(backbones)
         self.weightings = _check_weightings(weightings)
         fractions = [
@@ -351,7 +354,7 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         model = MultiTaskModel(
             trunk,
             self.tasks,
-            input_shape=self.input_shape,
+            input_shape=self._input_shape(trunk),
             preprocessing=preprocessing,
             head_units=(units,) * depth if depth else (),
             dropout=dropout,
@@ -360,13 +363,25 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         self.compile_model(hp, model)
         return model
 
+    def _input_shape(self, trunk):
+        # A trunk with one input takes the search's image shape (or its own
+        # without one); a trunk with several inputs keeps its own.
+        if len(trunk.inputs) > 1:
+            return None
+        return self.input_shape or tuple(trunk.inputs[0].shape[1:])
+
     def build_backbone(self, backbone, fraction):
         """`(trunk, preprocessing mode)` for a backbone name and branch point."""
         spec = self.backbones[backbone]
         if isinstance(spec, str) and spec in BUILTIN_BACKBONES:
             spec = BUILTIN_BACKBONES[spec]
         if not isinstance(spec, str):
-            spec = spec(self.input_shape)
+            try:
+                spec = spec(self.input_shape)
+            except ValueError as error:  # e.g. no input shape for an image model
+                raise keras_tuner.errors.FatalValueError(
+                    f"Backbone {backbone!r} cannot be built: {error}"
+                ) from error
             if not isinstance(spec, keras.Model):
                 raise keras_tuner.errors.FatalValueError(
                     "Invalid value received for argument `backbones`. Expected "
