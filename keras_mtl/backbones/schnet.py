@@ -266,7 +266,9 @@ class InteractionBlock(keras.layers.Layer):
         filters = self.filter_dense_2(self.filter_dense_1(expansion))
         filters = filters * ops.cast(pair_weights, filters.dtype)[..., None]
         # Atom i receives sum_j W_ij * x_j: the convolution over all pairs.
-        messages = ops.einsum("bijf,bjf->bif", filters, self.in2f(features))
+        # A broadcast product and sum, not `einsum`: as fast or faster on the
+        # CPU with both TensorFlow and JAX (measured at batch 32, 29 atoms).
+        messages = ops.sum(filters * self.in2f(features)[:, None, :, :], axis=2)
         return features + self.f2out_dense_2(self.f2out_dense_1(messages))
 
     def compute_output_shape(self, features_shape, expansion_shape, pair_weights_shape):
