@@ -28,7 +28,7 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_architectures_task_norm.py tests/test_architectures_soft_sharing.py \
 	tests/test_negative_losses.py tests/test_custom_weighting.py tests/test_keras_compat.py \
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py \
-	tests/test_mixed_precision.py tests/test_several_inputs.py
+	tests/test_mixed_precision.py tests/test_several_inputs.py tests/test_backbones_molecules.py
 
 OLDEST := .venv-oldest
 # keras-hub without its dependencies: they include tensorflow-text, which

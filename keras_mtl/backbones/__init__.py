@@ -6,10 +6,9 @@
 - `graph`: a backbone's operations in order and its cut points;
 - `cnn`: `small_cnn`, the package's one small convolutional trunk (the module
   is not named after it: `backbones.small_cnn` is the function);
-- `schnet`: `schnet`, a SchNet trunk for molecules (atom types and
-  positions), and its layers. `backbones.schnet` is the function; the layers
-  are imported from the module (`from keras_mtl.backbones.schnet import
-  InteractionBlock`).
+- `molecules`: `schnet`, a SchNet trunk for molecules (atom types and
+  positions), and its layers (`from keras_mtl.backbones.molecules import
+  InteractionBlock`); named apart from the function, as `cnn` is.
 """
 
 from keras_mtl.backbones import graph
@@ -19,7 +18,7 @@ from keras_mtl.backbones.resolve import application_names
 from keras_mtl.backbones.resolve import check_input_shape
 from keras_mtl.backbones.resolve import preprocessing_mode
 from keras_mtl.backbones.resolve import resolve_backbone
-from keras_mtl.backbones.schnet import schnet
+from keras_mtl.backbones.molecules import schnet
 
 __all__ = [
     "application_names",

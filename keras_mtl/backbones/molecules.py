@@ -84,9 +84,6 @@ class InteratomicDistances(keras.layers.Layer):
     a square root of 0, so gradients with respect to the positions (forces)
     stay finite.
 
-    Args:
-        **kwargs: Base layer arguments (`name`, `dtype`, ...).
-
     Call arguments:
         positions: `(batch, atoms, 3)` coordinates.
         atoms: `(batch, atoms)` atomic numbers, 0 for padding.

@@ -1,4 +1,4 @@
-"""The SchNet trunk (`keras_mtl.backbones.schnet`): its symmetries, its
+"""The SchNet trunk (`keras_mtl.backbones.molecules`): its symmetries, its
 masking of padded atoms, its layers against hand-computed values, its cutoff,
 saving, and training as the trunk of a multi-task model."""
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import keras_mtl
-from keras_mtl.backbones.schnet import CosineCutoff
-from keras_mtl.backbones.schnet import GaussianExpansion
-from keras_mtl.backbones.schnet import InteractionBlock
-from keras_mtl.backbones.schnet import InteratomicDistances
-from keras_mtl.backbones.schnet import MaskedPooling
+from keras_mtl.backbones.molecules import CosineCutoff
+from keras_mtl.backbones.molecules import GaussianExpansion
+from keras_mtl.backbones.molecules import InteractionBlock
+from keras_mtl.backbones.molecules import InteratomicDistances
+from keras_mtl.backbones.molecules import MaskedPooling
 
 MAX_ATOMS = 8
 SIZES = dict(num_features=16, num_interactions=2, num_gaussians=12, cutoff=5.0)
