@@ -81,7 +81,8 @@ def clean_keras():
     keras.config.set_dtype_policy("float32")
     for name in set(weighting.names()) - registered:
         weighting.unregister(name, missing_ok=True)
-    keras.backend.clear_session()
+    # No `keras.backend.clear_session()`: it costs 2-3 s a page, and pages
+    # share nothing but Keras' global state, reset above.
 
 
 @pytest.mark.parametrize("page", _page_params())

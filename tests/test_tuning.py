@@ -235,6 +235,7 @@ def test_factory_backbones():
         _build(wrong)
 
 
+@pytest.mark.slow  # a real search: `make test-slow`
 def test_static_weights_searched_over_a_trunk_with_several_inputs(tmp_path):
     # A graph / text trunk fixes its own inputs: no input shape; the tuned
     # static weights (the baseline scalarisation papers ask for) are searched.
