@@ -60,8 +60,10 @@ sys.path.insert(0, HERE)
 from bench_overhead import _table, write_results  # noqa: E402
 
 #: Sizes of the default CPU run, `--quick` and `--full` (the peers').
-DEFAULTS = {"seeds": 3, "train": 4000, "validation": 1000, "test": 1000, "epochs": 40,
-            "patience": 8, "batch": 64, "features": 64, "interactions": 3, "trials": 8}
+#: Default: one SchNet step (batch 64, 11 heads) takes ~75 ms on 2 CPU cores,
+#: so a model is ~75 s, and 3 x (11 + 19) models + 8 trials about 2 hours.
+DEFAULTS = {"seeds": 3, "train": 2000, "validation": 1000, "test": 1000, "epochs": 25,
+            "patience": 6, "batch": 64, "features": 64, "interactions": 3, "trials": 8}
 QUICK = {"seeds": 1, "train": 96, "validation": 48, "test": 48, "epochs": 2,
          "patience": 2, "batch": 32, "features": 16, "interactions": 1, "trials": 2}
 FULL = {"seeds": 3, "train": None, "validation": None, "test": None, "epochs": 300,
@@ -112,11 +114,15 @@ def make_trunk(settings):
     return schnet(num_features=settings["features"], num_interactions=settings["interactions"])
 
 
-def make_weighting(name, tasks, seed):
+def make_weighting(name, tasks, seed, y_train=None):
     """Default hyperparameters; representation mode where the method has it."""
     from keras_mtl import weighting as W
 
     cls = W.methods()[name]
+    if cls is W.InverseSize:
+        return W.InverseSize(counts=W.count_labels(y_train, tasks))
+    if cls is W.Static:
+        return W.Static({t.name: 1.0 for t in tasks})
     arguments = cls.arguments_from_tasks(tasks)
     parameters = inspect.signature(cls).parameters
     if "seed" in parameters:
@@ -213,36 +219,89 @@ def tune_static(settings, arrays, tasks, baselines, seed, directory):
 
 
 # --- the run -------------------------------------------------------------------
-def run(settings, methods, path, directory, held_out=None):
+def run(settings, methods, path, directory, held_out=None, cache=None):
     from keras_mtl import weighting as W
     from keras_mtl.datasets import qm9
 
-    results = {"single_task": {}, "methods": {}, "tuned_static": None}
-    tuned = None
+    cache = cache or Cache(None, False)
+    results = {"single_task": {}, "methods": {}, "tuned_static": None, "same_as_equal": []}
+    tuned = cache.get("tuned_static")
     for seed in range(settings["seeds"]):
         arrays, statistics = data(settings, seed, path, held_out)
         tasks = make_tasks(statistics)
         stl_test, stl_val = {}, {}
         for target in qm9.TARGETS:
-            one = make_tasks(statistics, [target])
-            test, val, info = train(settings, arrays, one, None, seed)
-            stl_test[target], stl_val[target] = test[target], val[target]
-            results["single_task"].setdefault(target, []).append({**info, "mae": test[target]})
-            print(f"seed {seed} single-task {target}: test MAE {test[target]:.4g}", flush=True)
+            key = f"{seed}/single-task {target}"
+            row = cache.get(key)
+            if row is None:
+                one = make_tasks(statistics, [target])
+                test, val, info = train(settings, arrays, one, None, seed)
+                row = {**info, "mae": test[target], "validation_mae": val[target]}
+                cache.put(key, row)
+            stl_test[target], stl_val[target] = row["mae"], row["validation_mae"]
+            results["single_task"].setdefault(target, []).append(row)
+            print(f"seed {seed} single-task {target}: test MAE {row['mae']:.4g}", flush=True)
         if tuned is None:
             weights, cost = tune_static(settings, arrays, tasks, stl_val, seed, directory)
             tuned = {"weights": weights, "search_s": cost, "trials": settings["trials"]}
-            results["tuned_static"] = tuned
-        runs = [(name, lambda name=name: make_weighting(name, tasks, seed)) for name in methods]
+            cache.put("tuned_static", tuned)
+        results["tuned_static"] = tuned
+        y_train = arrays["train"][1]
+        runs = [(name, lambda name=name: make_weighting(name, tasks, seed, y_train))
+                for name in methods]
         runs.append(("tuned_static", lambda: W.Static(tuned["weights"])))
         for name, factory in runs:
-            test, _, info = train(settings, arrays, tasks, factory(), seed, baselines=stl_val)
-            row = {**info, "test_mae": test, "delta_m": delta_m(test, stl_test),
-                   "peak_rss_mib": _peak_rss_mib()}
+            weighting = factory()
+            if name != "equal" and "equal" in methods and same_as_equal(weighting, tasks):
+                # Every molecule has every label: `Static` without weights and
+                # `InverseSize` weight every task 1 and would train as Equal.
+                results["same_as_equal"].append(name)
+                continue
+            key = f"{seed}/{name}"
+            row = cache.get(key)
+            if row is None:
+                test, _, info = train(settings, arrays, tasks, weighting, seed,
+                                      baselines=stl_val)
+                row = {**info, "test_mae": test, "delta_m": delta_m(test, stl_test),
+                       "peak_rss_mib": _peak_rss_mib()}
+                cache.put(key, row)
             results["methods"].setdefault(name, []).append(row)
-            print(f"seed {seed} {name}: Δm {row['delta_m']:+.1f} % ({info['fit_s']} s)",
+            print(f"seed {seed} {name}: Δm {row['delta_m']:+.1f} % ({row['fit_s']} s)",
                   flush=True)
+    results["same_as_equal"] = sorted(set(results["same_as_equal"]))
     return results
+
+
+def same_as_equal(weighting, tasks):
+    """Whether a fixed weighting gives every task weight 1 (trains as Equal)."""
+    from keras_mtl import weighting as W
+
+    if not isinstance(weighting, (W.Static, W.InverseSize)):
+        return False
+    weighting.build({t.name: () for t in tasks})
+    _, weights = weighting({t.name: 1.0 for t in tasks})
+    return all(abs(float(w) - 1.0) < 1e-7 for w in weights.values())
+
+
+class Cache:
+    """Finished models' results in a JSON file beside the output, so an
+    interrupted run resumes (`--resume`) instead of training them again."""
+
+    def __init__(self, path, resume):
+        self.path = path
+        self.rows = {}
+        if resume and path and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                self.rows = json.load(f)
+
+    def get(self, key):
+        return self.rows.get(key)
+
+    def put(self, key, row):
+        self.rows[key] = row
+        if self.path:
+            with open(self.path, "w", encoding="utf-8") as f:
+                json.dump(self.rows, f)
 
 
 def summarise(results):
@@ -310,7 +369,10 @@ def markdown(rows, results, settings, label, wall_s):
         + ", ".join(f"{t} {w:.2f}" for t, w in results["tuned_static"]["weights"].items())
         + ".",
         "",
-        "Published Δm: " + PUBLISHED_SOURCE + "."
+        ("Trained as Equal, so reported as its row: " + ", ".join(results["same_as_equal"])
+         + " (every molecule has every label, so they weight every task 1). "
+         if results["same_as_equal"] else "")
+        + "Published Δm: " + PUBLISHED_SOURCE + "."
         + (f" Spearman rank correlation with ours over {len(shared)} shared methods: "
            f"{rho:+.2f}." if rho is not None else ""),
         "",
@@ -344,6 +406,8 @@ def main(argv=None):
                         help="validation and test split sizes for a small --path file")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
     parser.add_argument("--stem", default="qm9")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished models of an interrupted run (<stem>.cache.json)")
     args = parser.parse_args(argv)
 
     from keras_mtl import weighting as W
@@ -360,7 +424,9 @@ def main(argv=None):
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:
-        results = run(settings, methods, args.path, directory, args.held_out)
+        os.makedirs(args.output, exist_ok=True)
+        cache = Cache(os.path.join(args.output, f"{args.stem}.cache.json"), args.resume)
+        results = run(settings, methods, args.path, directory, args.held_out, cache)
     wall_s = time.perf_counter() - started
     rows = summarise(results)
     report = markdown(rows, results, settings, label, wall_s)
