@@ -64,6 +64,7 @@ def test_weight_history_records_the_epoch_weights_of_history():
     assert weights.history["a"][0] != weights.history["a"][-1]
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 def test_weight_history_follows_a_schedule_exactly():
     model = _compiled(weighting=W.Static({"a": 1.0, "b": 0.0, "s": 2.0}))
     scheduler = callbacks.LossWeightScheduler(lambda epoch, w: {"b": epoch / 2})

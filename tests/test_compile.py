@@ -52,6 +52,7 @@ def once(weighting, tmp_path):
     return saved_arrays(tmp_path / "once.keras")
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 def test_uncertainty_pcgrad_dwa_none_on_one_model(tmp_path):
     model = tiny_model(TASKS)
     x, y = data()

@@ -15,6 +15,7 @@ def scenes():
     return shapes.generate("train", num_examples=200, image_size=S, return_scenes=True)
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 def test_importing_datasets_does_not_import_tfds():
     # A fresh interpreter: this test session may have imported tfds already.
     import subprocess

@@ -34,6 +34,8 @@ PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 # run in `make test`.
 SLOW_PAGES = {
     "docs/architectures.md",
+    "docs/data.md",
+    "docs/serving.md",
     "docs/tuning.md",
     "docs/weighting.md",
 }

@@ -406,6 +406,7 @@ def run_tflite(path, images):
     return runner(image=images.astype(np.float32))
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 def test_tflite_matches_keras(hydra, tmp_path):
     images = random_images(4, seed=10)
     expected = hydra.predict(images, verbose=0)

@@ -116,6 +116,7 @@ def test_text_backbone_exports_with_its_input_names(tmp_path):
                       representative_data=np.zeros((2, 10)))
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 def test_image_backbone_blocks_freeze_and_branch():
     points = [name for _, name in keras_mtl.backbones.cut_points(resnet())]
     assert {"stack0_block0_out", "stack1_block0_out"} <= set(points)

@@ -34,6 +34,7 @@ def test_two_tasks_are_exact_without_iterations():
     np.testing.assert_allclose(weights, [0.8, 0.2], rtol=1e-6)
 
 
+@pytest.mark.slow  # make test stays under 10 minutes; make test-slow runs it
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_three_tasks_match_a_brute_force_search(seed):
     grads = np.random.default_rng(seed).normal(size=(3, 4))
