@@ -198,10 +198,7 @@ def _resolve_model(model, input_shape, weights):
             f"shape compatible with the backbone's input {model_shape}. "
             f"Received: input_shape={input_shape}"
         )
-    _check_model_weights(model, weights)
-    model = _single_output(model)
-    _check_feature_shape(model, model.name)
-    return model, input_shape, "none"
+    return _trunk_of(model, weights), input_shape, "none"
 
 
 def _resolve_other_input(model, input_shape, model_shape, weights):
@@ -217,10 +214,15 @@ def _resolve_other_input(model, input_shape, model_shape, weights):
             f"or the backbone's input shape {model_shape} (not an image). "
             f"Received: input_shape={input_shape!r}"
         )
+    return _trunk_of(model, weights), model_shape, "none"
+
+
+def _trunk_of(model, weights):
+    """A user model as the trunk: its weights loaded, read at one output."""
     _check_model_weights(model, weights)
     model = _single_output(model)
     _check_feature_shape(model, model.name)
-    return model, model_shape, "none"
+    return model
 
 
 def _check_model_weights(model, weights):
@@ -245,10 +247,7 @@ def _resolve_several_inputs(model, input_shape, weights):
             f"the model takes them with their own shapes. Received: "
             f"input_shape={input_shape!r}"
         )
-    _check_model_weights(model, weights)
-    model = _single_output(model)
-    _check_feature_shape(model, model.name)
-    return model, None, "none"
+    return _trunk_of(model, weights), None, "none"
 
 
 #: The output a backbone with a dict of outputs is read at: keras-hub's text
