@@ -34,9 +34,15 @@ Settings:
 - `--full` (a GPU): the peers' sizes and epochs (`FULL`).
 
 Published Δm (%, QM9, lower is better) of the same methods: `PUBLISHED`,
-transcribed from FAMO's Table 3 (Liu et al. 2023, which reprints Nash-MTL's
-Table 2 rows for the earlier methods); the table gives the Spearman rank
-correlation between their ordering and ours over the methods both have.
+from FAMO's Table 2 (Liu et al. 2023; its rows for the earlier methods are
+Nash-MTL's Table 1, Navon et al. 2022, 3 seeds each); the table gives the
+Spearman rank correlation between their ordering and ours over the methods
+both have.
+
+Paired comparison (`protocol.paired_comparison`): each method's per-seed Δm
+minus Equal's and minus tuned static weights' (same seed, same baselines),
+with a 95 % Student's t interval over the seeds; "better" / "worse" only
+when the interval excludes 0.
 
 Run: `python benchmarks/bench_qm9.py` (writes `benchmarks/results/qm9.json`
 and `qm9.md`); it needs `pip install "keras_mtl[qm9]"` for the data, or
@@ -57,6 +63,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import protocol  # noqa: E402
 from bench_overhead import _table, write_results  # noqa: E402
 
 #: Sizes of the default CPU run, `--quick` and `--full` (the peers').
@@ -70,17 +77,18 @@ FULL = {"seeds": 3, "train": None, "validation": None, "test": None, "epochs": 3
         "patience": 300, "batch": 120, "features": 64, "interactions": 3, "trials": 20}
 QUICK_METHODS = ("equal", "pcgrad")
 
-#: Published QM9 Δm (%) by our registry name: FAMO (Liu et al., NeurIPS
-#: 2023), Table 3; the rows before FAMO reprint Nash-MTL (Navon et al., ICML
-#: 2022), Table 2 (Nash-MTL's 62.0 also on paperswithcode). "ls" (linear
-#: scalarisation) is our `equal`; SI (sum of log losses) we do not have yet.
+#: Published QM9 Δm (%, mean of 3 seeds) by our registry name: FAMO (Liu et
+#: al., NeurIPS 2023), Table 2; its rows before FAMO are Nash-MTL's (Navon et
+#: al., ICML 2022), Table 1 (per-task figures in its Table 6), the same
+#: values. "LS" (linear scalarisation) is our `equal`; SI (sum of log
+#: losses, 77.8) we do not have yet (issue 19).
 PUBLISHED = {
     "equal": 177.6, "random_loss_weighting": 203.8, "dynamic_weight_average": 175.3,
     "uncertainty": 108.0, "mgda": 120.5, "pcgrad": 125.7, "cagrad": 112.8,
     "imtl": 77.2, "nash_mtl": 62.0, "famo": 58.5,
 }
-PUBLISHED_SOURCE = ("FAMO (Liu et al., NeurIPS 2023) Table 3; rows before FAMO from "
-                    "Nash-MTL (Navon et al., ICML 2022) Table 2")
+PUBLISHED_SOURCE = ("FAMO (Liu et al., NeurIPS 2023) Table 2; rows before FAMO from "
+                    "Nash-MTL (Navon et al., ICML 2022) Table 1")
 
 
 # --- data and models ------------------------------------------------------------
@@ -133,14 +141,8 @@ def make_weighting(name, tasks, seed, y_train=None):
 
 
 def callbacks(settings, monitor):
-    import keras
-
-    return [
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.7,
-                                          patience=5, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=settings["patience"],
-                                      restore_best_weights=True),
-    ]
+    """The peers' schedule: ReduceLROnPlateau(0.7, patience 5), and early stopping."""
+    return protocol.callbacks(monitor, settings["patience"], lr_factor=0.7, lr_patience=5)
 
 
 def _peak_rss_mib():
@@ -194,28 +196,18 @@ def delta_m(maes, baselines):
 
 def tune_static(settings, arrays, tasks, baselines, seed, directory):
     """Random search over per-task static weights on validation Δm."""
-    import keras_tuner
-
-    from keras_mtl import objectives, tuning
+    from keras_mtl import objectives
 
     names = [t.name for t in tasks]
-    hypermodel = tuning.MultiTaskHyperModel(
-        tasks, None, backbones={"schnet": lambda _: make_trunk(settings)},
-        weightings=("static",), branch_points=(1.0,), head_units=(settings["features"],),
-        head_depths=(1,), dropout_range=(0.0, 0.0), learning_rate_range=(1e-3, 1e-3),
-        objectives=[objectives.DeltaM(tasks, {n: {"mae": baselines[n]} for n in names})])
-    tuner = keras_tuner.RandomSearch(
-        hypermodel, objective=keras_tuner.Objective("val_delta_m", "min"),
-        max_trials=settings["trials"], seed=seed, directory=directory,
-        project_name="qm9_static", overwrite=True)
     (x, y), (xv, yv) = arrays["train"], arrays["validation"]
-    started = time.perf_counter()
-    tuner.search(x, {n: y[n] for n in names}, validation_data=(xv, {n: yv[n] for n in names}),
-                 batch_size=settings["batch"], epochs=settings["epochs"], verbose=0,
-                 callbacks=callbacks(settings, "val_delta_m"))
-    best = tuner.get_best_hyperparameters()[0].values
-    weights = {n: float(best[f"static/weight_{n}"]) for n in names}
-    return weights, round(time.perf_counter() - started, 1)
+    found = protocol.tune_static(
+        tasks, lambda _: make_trunk(settings),
+        objectives.DeltaM(tasks, {n: {"mae": baselines[n]} for n in names}),
+        (x, {n: y[n] for n in names}), (xv, {n: yv[n] for n in names}),
+        epochs=settings["epochs"], trials=settings["trials"], seed=seed, directory=directory,
+        callbacks=callbacks(settings, "val_delta_m"), batch_size=settings["batch"],
+        head_units=(settings["features"],), project_name="qm9_static")
+    return {"weights": found["weights"], "search_s": found["seconds"], "trials": found["trials"]}
 
 
 # --- the run -------------------------------------------------------------------
@@ -242,8 +234,7 @@ def run(settings, methods, path, directory, held_out=None, cache=None):
             results["single_task"].setdefault(target, []).append(row)
             print(f"seed {seed} single-task {target}: test MAE {row['mae']:.4g}", flush=True)
         if tuned is None:
-            weights, cost = tune_static(settings, arrays, tasks, stl_val, seed, directory)
-            tuned = {"weights": weights, "search_s": cost, "trials": settings["trials"]}
+            tuned = tune_static(settings, arrays, tasks, stl_val, seed, directory)
             cache.put("tuned_static", tuned)
         results["tuned_static"] = tuned
         y_train = arrays["train"][1]
@@ -332,6 +323,10 @@ def summarise(results):
                 ranks[n].append(position)
     for n in names:
         rows[n]["mean_rank"] = round(float(np.mean(ranks[n])), 2)
+        for reference in ("equal", "tuned_static"):
+            if reference in rows and reference != n:
+                rows[n][f"vs_{reference}"] = protocol.paired_comparison(
+                    rows[n]["delta_m_per_seed"], rows[reference]["delta_m_per_seed"])
     return dict(sorted(rows.items(), key=lambda kv: kv[1]["delta_m_mean"]))
 
 
@@ -350,6 +345,8 @@ def markdown(rows, results, settings, label, wall_s):
 
     rho, shared = spearman(rows)
     stl = results["single_task"]
+    compute_s = results["tuned_static"]["search_s"] + sum(
+        r["fit_s"] for runs in [*stl.values(), *results["methods"].values()] for r in runs)
     lines = [
         "# QM9: weighting methods against single-task models and tuned static weights",
         "",
@@ -362,7 +359,9 @@ def markdown(rows, results, settings, label, wall_s):
         "multi-task ones on validation Δm against them). Δm in percent of the test MAEs "
         "against the single-task models of the same seed (lower is better; the peers' "
         "models are larger and trained 300 epochs on 110k molecules, so their Δm and "
-        f"ours measure different regimes). Wall time {wall_s / 60:.0f} min.",
+        f"ours measure different regimes). Training time, all models: {compute_s / 60:.0f} "
+        f"min (this invocation's wall time: {wall_s / 60:.0f} min; `--resume` reuses "
+        "finished models).",
         "",
         f"Tuned static weights: {results['tuned_static']['trials']} random-search trials on "
         f"seed 0, {results['tuned_static']['search_s']:.0f} s; weights "
@@ -378,12 +377,17 @@ def markdown(rows, results, settings, label, wall_s):
         "",
     ]
     header = ["method", "mode", "Δm % (ours)", "Δm % (published)", "mean rank",
-              "fit s", "epochs", "peak RSS MiB"]
+              "vs equal", "vs tuned static", "fit s", "epochs", "peak RSS MiB"]
     table = [[n, r["mode"] or "-", f"{r['delta_m_mean']:+.1f} ± {r['delta_m_std']:.1f}",
               "-" if r["published_delta_m"] is None else f"{r['published_delta_m']:.1f}",
-              f"{r['mean_rank']:.2f}", f"{r['fit_s_mean']:.0f}", f"{r['epochs_run_mean']:.0f}",
-              f"{r['peak_rss_mib']:.0f}"] for n, r in rows.items()]
+              f"{r['mean_rank']:.2f}", _paired(r.get("vs_equal")),
+              _paired(r.get("vs_tuned_static")), f"{r['fit_s_mean']:.0f}",
+              f"{r['epochs_run_mean']:.0f}", f"{r['peak_rss_mib']:.0f}"]
+             for n, r in rows.items()]
     lines += _table(header, table).splitlines()
+    lines += ["", "vs equal / vs tuned static: the mean over seeds of this method's Δm minus "
+              "the other's (same seed), its 95 % t interval, and whether it is better or worse "
+              "beyond seed noise (the interval excludes 0)."]
     lines += ["", "Test MAE per target (mean over seeds; units: "
               + ", ".join(f"{t} {qm9.UNITS[t]}" for t in qm9.TARGETS) + "):", ""]
     header = ["model", *qm9.TARGETS]
@@ -391,6 +395,15 @@ def markdown(rows, results, settings, label, wall_s):
     table += [[n, *[f"{r['test_mae_mean'][t]:.4g}" for t in qm9.TARGETS]] for n, r in rows.items()]
     lines += _table(header, table).splitlines()
     return "\n".join(lines) + "\n"
+
+
+def _paired(found):
+    if found is None:
+        return "-"
+    if found["low"] is None:
+        return f"{found['mean']:+.1f} ({found['verdict']})"
+    return (f"{found['mean']:+.1f} [{found['low']:+.1f}, {found['high']:+.1f}] "
+            f"{found['verdict']}")
 
 
 def main(argv=None):

@@ -57,6 +57,7 @@ def test_quick_run_writes_every_row(tmp_path):
         assert np.isfinite(row["delta_m_mean"]) and len(row["test_mae_mean"]) == 11
     markdown = (tmp_path / "qm9.md").read_text(encoding="utf-8")
     assert "| tuned_static " in markdown and "| single-task " in markdown
+    assert "| vs equal " in markdown and "too few seeds" in markdown
 
 
 def test_rank_correlation_with_the_published_ordering():
@@ -83,3 +84,9 @@ def test_delta_m_and_mean_rank_by_hand():
     assert rows["equal"]["mean_rank"] == 1.5 and rows["pcgrad"]["mean_rank"] == 1.5
     # Δm of MAEs 10 % and 30 % above the baselines: +20 %.
     assert bench_qm9.delta_m({"a": 1.1, "b": 1.3}, {"a": 1.0, "b": 1.0}) == pytest.approx(20.0)
+    # Paired with Equal over the seeds: differences -5 and -15, mean -10,
+    # half-width t(0.975, 1) * s / sqrt(2) = 12.706 * 7.071 / 1.414 = 63.53.
+    paired = rows["pcgrad"]["vs_equal"]
+    assert paired["mean"] == -10.0 and paired["verdict"] == "within seed noise"
+    assert (paired["low"], paired["high"]) == pytest.approx((-73.53, 53.53), abs=0.01)
+    assert "vs_equal" not in rows["equal"]
