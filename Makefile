@@ -30,6 +30,11 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py \
 	tests/test_mixed_precision.py tests/test_several_inputs.py tests/test_backbones_molecules.py
 
+# The fast TensorFlow suite runs in two pytest-xdist processes (one per core
+# here; much of a test is single-threaded tracing), a test file per process
+# so module fixtures are built once. `make test WORKERS=` runs it in one.
+WORKERS ?= -n 2 --dist loadfile
+
 OLDEST := .venv-oldest
 # keras-hub without its dependencies: they include tensorflow-text, which
 # would install `tensorflow` beside `tensorflow-cpu`. It imports these two.
@@ -57,7 +62,7 @@ $(OLDEST)/.installed: pyproject.toml constraints/oldest.txt
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest keras_mtl tests -m "not slow"
+	$(BIN)/python -m pytest keras_mtl tests -m "not slow" $(WORKERS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 test-slow: install
@@ -66,7 +71,7 @@ test-slow: install
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m slow tests/test_kill_resume.py
 
 test-oldest: $(OLDEST)/.installed
-	$(OLDEST)/bin/python -m pytest -q keras_mtl tests -m "not slow"
+	$(OLDEST)/bin/python -m pytest -q keras_mtl tests -m "not slow" $(WORKERS)
 	KERAS_BACKEND=jax $(OLDEST)/bin/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 check-wheel: install
