@@ -90,7 +90,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_gradient_overhead.py
 	$(BIN)/python benchmarks/bench_inference.py
-	$(BIN)/python benchmarks/bench_quality.py  # about 47 CPU-minutes (~24 min on 2 idle cores)
+	$(BIN)/python benchmarks/bench_quality.py  # about 86 CPU-minutes estimated (~43 min on 2 idle cores)
 
 clean:
 	rm -rf $(VENV) $(OLDEST) runs build dist site *.egg-info
