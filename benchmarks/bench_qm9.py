@@ -80,12 +80,12 @@ QUICK_METHODS = ("equal", "pcgrad")
 #: Published QM9 Δm (%, mean of 3 seeds) by our registry name: FAMO (Liu et
 #: al., NeurIPS 2023), Table 2; its rows before FAMO are Nash-MTL's (Navon et
 #: al., ICML 2022), Table 1 (per-task figures in its Table 6), the same
-#: values. "LS" (linear scalarisation) is our `equal`; SI (sum of log
-#: losses, 77.8) we do not have yet (issue 19).
+#: values. "LS" (linear scalarisation) is our `equal`, "SI" our
+#: `scale_invariant`.
 PUBLISHED = {
     "equal": 177.6, "random_loss_weighting": 203.8, "dynamic_weight_average": 175.3,
     "uncertainty": 108.0, "mgda": 120.5, "pcgrad": 125.7, "cagrad": 112.8,
-    "imtl": 77.2, "nash_mtl": 62.0, "famo": 58.5,
+    "imtl": 77.2, "nash_mtl": 62.0, "famo": 58.5, "scale_invariant": 77.8,
 }
 PUBLISHED_SOURCE = ("FAMO (Liu et al., NeurIPS 2023) Table 2; rows before FAMO from "
                     "Nash-MTL (Navon et al., ICML 2022) Table 1")

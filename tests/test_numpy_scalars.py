@@ -78,6 +78,7 @@ WEIGHTING_KWARGS = {
     "dynamic_weight_average": {"temperature": f32(2.0)},
     "random_loss_weighting": {"seed": i64(7)},
     "geometric_loss": {"min_losses": {"a": f32(-1.0), "b": i64(0)}},
+    "scale_invariant": {"min_losses": {"a": f64(-0.5), "b": i64(-1)}},
     "famo": {
         "learning_rate": f32(0.125), "weight_decay": f64(0.001), "min_losses": {"a": f32(-0.5)},
     },

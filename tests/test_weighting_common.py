@@ -27,6 +27,7 @@ METHODS = {
     "dwa": lambda: W.DynamicWeightAverage(temperature=2.0),
     "rlw": lambda: W.RandomLossWeighting(seed=7),
     "gls": lambda: W.GeometricLoss(),
+    "si": lambda: W.ScaleInvariant(),
     "famo": lambda: W.FAMO(learning_rate=0.1),
 }
 
@@ -142,6 +143,9 @@ def callbacks_for(method):
         ("dynamic_weight_average", W.DynamicWeightAverage),
         ("rlw", W.RandomLossWeighting),
         ("GLS", W.GeometricLoss),
+        ("scale_invariant", W.ScaleInvariant),
+        ("SI", W.ScaleInvariant),
+        ("scaleinvls", W.ScaleInvariant),
         ("famo", W.FAMO),
     ],
 )
@@ -182,6 +186,7 @@ def test_get_config_has_every_hyperparameter():
         "dwa": {"temperature": 2.0},
         "rlw": {"seed": 7},
         "gls": {"min_losses": None},
+        "si": {"min_losses": None},
         "famo": {"learning_rate": 0.1, "weight_decay": 0.001, "min_losses": None},
     }
     for method, hyper in expected.items():
@@ -223,7 +228,7 @@ def test_gradients_are_finite_with_an_unlabelled_task(method):
     assert np.isfinite(grads["b"])
 
 
-#: Methods whose weights do not depend on the step's loss values (GLS and
+#: Methods whose weights do not depend on the step's loss values (GLS, SI and
 #: FAMO take logarithms: see their own tests for losses <= 0).
 LOSS_FREE = ["equal", "static", "inverse_size", "uncertainty", "dwa", "rlw"]
 

@@ -41,6 +41,7 @@ from keras_mtl.weighting.uncertainty import Uncertainty
 from keras_mtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from keras_mtl.weighting.random_loss_weighting import RandomLossWeighting
 from keras_mtl.weighting.geometric_loss import GeometricLoss
+from keras_mtl.weighting.scale_invariant import ScaleInvariant
 from keras_mtl.weighting.famo import FAMO
 from keras_mtl.weighting.mgda import MGDA
 from keras_mtl.weighting.pcgrad import PCGrad
@@ -78,6 +79,7 @@ __all__ = [
     "PCGrad",
     "RLW",
     "RandomLossWeighting",
+    "ScaleInvariant",
     "Static",
     "UPGrad",
     "Uncertainty",
