@@ -4,6 +4,7 @@ one end-to-end fit / save / load."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_mtl import tasks as T
@@ -109,3 +110,11 @@ def check_fit_save_load(weighting, tmp_path):
     for (name, a), (_, b) in zip(expected, got):
         np.testing.assert_array_equal(a, b, err_msg=name)
     return model, history
+
+
+#: The modes of each method's `test_fit_save_and_load`. `make test` keeps
+#: representation mode; params mode (the default) runs in `make test-slow`
+#: (CI), to keep `make test` under 10 minutes: in `make test` every method
+#: still trains in params mode (tests/test_nonfinite.py) and several save and
+#: reload there (tests/test_numpy_scalars.py).
+FIT_SAVE_LOAD_MODES = [pytest.param("params", marks=pytest.mark.slow), "representation"]

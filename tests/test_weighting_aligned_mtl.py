@@ -6,6 +6,7 @@ import pytest
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.aligned_mtl import alignment_matrix
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, numpy
 from gram_method_checks import check_degenerate_inputs
@@ -119,7 +120,7 @@ def test_bad_hyperparameters(kwargs, match):
         AlignedMTL(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     model, history = check_fit_save_load(AlignedMTL(mode=mode), tmp_path)
     # "a" has no label in the first step of each epoch: weight 0 there.

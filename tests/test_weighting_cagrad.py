@@ -7,6 +7,7 @@ import pytest
 
 from keras_mtl.weighting.cagrad import CAGrad
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine
 from gram_method_checks import check_degenerate_inputs
@@ -133,7 +134,7 @@ def test_bad_hyperparameters(kwargs, match):
         CAGrad(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     # Few iterations: tracing them into the train step is most of the time.
     model, history = check_fit_save_load(CAGrad(mode=mode, max_iterations=5), tmp_path)

@@ -5,6 +5,7 @@ import pytest
 
 from keras_mtl.weighting.grad_norm import GradNorm
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights, numpy
 
@@ -147,7 +148,7 @@ def test_bad_hyperparameters(kwargs, match):
         GradNorm(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["representation", "params"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     weighting = GradNorm(mode=mode, learning_rate=0.1)
     model, history = check_fit_save_load(weighting, tmp_path)

@@ -7,6 +7,7 @@ import pytest
 from keras_mtl.weighting.grad_vac import GradVac
 
 from gram_method_checks import drawn_orders
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights, numpy
 
@@ -168,7 +169,7 @@ def test_bad_hyperparameters(kwargs, match):
         GradVac(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     model, _ = check_fit_save_load(GradVac(mode=mode, beta=0.5, seed=1), tmp_path)
     targets = numpy(model.weighting.target_cosines)

@@ -5,6 +5,7 @@ import pytest
 
 from keras_mtl.weighting.imtl import IMTL
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine
 from gram_method_checks import check_degenerate_inputs
@@ -101,7 +102,7 @@ def test_bad_mode():
         IMTL(mode="layers")
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     model, history = check_fit_save_load(IMTL(mode=mode), tmp_path)
     # "a" has no label in the first step of each epoch (weight 0 there);

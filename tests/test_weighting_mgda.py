@@ -7,6 +7,7 @@ import pytest
 
 from keras_mtl.weighting.mgda import MGDA
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights
 from gram_method_checks import check_degenerate_inputs
@@ -146,7 +147,7 @@ def test_bad_hyperparameters(kwargs, match):
         MGDA(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     # Few iterations: tracing them into the train step is most of the time.
     model, history = check_fit_save_load(MGDA(mode=mode, max_iterations=5), tmp_path)

@@ -5,6 +5,7 @@ import pytest
 
 from keras_mtl.weighting.nash_mtl import NashMTL
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights, numpy
 
@@ -165,7 +166,7 @@ def test_bad_hyperparameters(kwargs, match):
         NashMTL(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     model, history = check_fit_save_load(NashMTL(mode=mode, update_every=2), tmp_path)
     assert int(numpy(model.weighting.step)) == 4

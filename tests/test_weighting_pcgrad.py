@@ -7,6 +7,7 @@ import pytest
 from keras_mtl.weighting.pcgrad import PCGrad
 
 from gram_method_checks import drawn_orders
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, numpy
 from gram_method_checks import check_degenerate_inputs
@@ -118,7 +119,7 @@ def test_bad_hyperparameters(kwargs, match):
         PCGrad(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     weighting = PCGrad(mode=mode, seed=1)
     start = numpy(keras.random.SeedGenerator(1).state)

@@ -7,6 +7,7 @@ import pytest
 
 from keras_mtl.weighting.upgrad import UPGrad
 
+from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights
 
@@ -122,7 +123,7 @@ def test_bad_hyperparameters(kwargs, match):
         UPGrad(**kwargs)
 
 
-@pytest.mark.parametrize("mode", ["params", "representation"])
+@pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)
 def test_fit_save_and_load(mode, tmp_path):
     _, history = check_fit_save_load(UPGrad(mode=mode), tmp_path)
     # Weights are >= 1/T' for labelled tasks; "a" is unlabelled in step 1.
