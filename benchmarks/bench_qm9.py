@@ -29,7 +29,7 @@ Every model of a seed starts from the same data order (`seed`), Adam 1e-3,
 `ReduceLROnPlateau` as the peers, `EarlyStopping(restore_best_weights=True)`.
 
 Settings:
-- default (CPU, about 2 hours on 2 cores): see `DEFAULTS`;
+- default (CPU, about 3 hours on 2 cores, an hour a seed: measured): see `DEFAULTS`;
 - `--quick` (CI smoke, under 3 minutes): tiny subsets, 2 methods, 1 seed;
 - `--full` (a GPU): the peers' sizes and epochs (`FULL`).
 
@@ -68,7 +68,8 @@ from bench_overhead import _table, write_results  # noqa: E402
 
 #: Sizes of the default CPU run, `--quick` and `--full` (the peers').
 #: Default: one SchNet step (batch 64, 11 heads) takes ~75 ms on 2 CPU cores,
-#: so a model is ~75 s, and 3 x (11 + 19) models + 8 trials about 2 hours.
+#: so a model is ~75 s plus evaluation; measured: about an hour per seed
+#: (seed 0 with the 8 trials: 61 min), 3 hours for the 3 seeds.
 DEFAULTS = {"seeds": 3, "train": 2000, "validation": 1000, "test": 1000, "epochs": 25,
             "patience": 6, "batch": 64, "features": 64, "interactions": 3, "trials": 8}
 QUICK = {"seeds": 1, "train": 96, "validation": 48, "test": 48, "epochs": 2,
