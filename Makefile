@@ -12,16 +12,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # The backend-agnostic core on JAX. JAX_TESTS run in `make test`; the longer
 # JAX_MORE (the JAX gradient step checked against TensorFlow's, the model,
-# data, callbacks, architectures, optimizers, distillation, the bad-input
-# catalogue) and kill-and-resume
-# in `make test-slow`.
+# data, branch points, adversarial heads, callbacks, architectures,
+# optimizers, distillation, the bad-input catalogue) and kill-and-resume in
+# `make test-slow`.
 JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
-	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py tests/test_tasks.py tests/test_metrics.py \
-	tests/test_backbones.py tests/test_branching.py \
-	tests/test_adversarial.py
+	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py \
+	tests/test_tasks.py tests/test_metrics.py tests/test_backbones.py
 JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
+	tests/test_branching.py tests/test_adversarial.py \
 	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
 	tests/test_architectures_mmoe.py tests/test_architectures_ple.py \
 	tests/test_architectures_cross_stitch.py tests/test_architectures_mtan.py \
