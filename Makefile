@@ -32,8 +32,11 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 
 # The fast TensorFlow suite runs in two pytest-xdist processes (one per core
 # here; much of a test is single-threaded tracing), a test file per process
-# so module fixtures are built once. `make test WORKERS=` runs it in one.
+# so module fixtures are built once, each TensorFlow with one thread per pool
+# (two processes of two threads each oversubscribe 2 cores). `make test
+# WORKERS=` runs it in one process.
 WORKERS ?= -n 2 --dist loadfile
+XDIST_ENV := $(if $(WORKERS),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
 
 OLDEST := .venv-oldest
 # keras-hub without its dependencies: they include tensorflow-text, which
@@ -62,7 +65,7 @@ $(OLDEST)/.installed: pyproject.toml constraints/oldest.txt
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest keras_mtl tests -m "not slow" $(WORKERS)
+	$(XDIST_ENV) $(BIN)/python -m pytest keras_mtl tests -m "not slow" $(WORKERS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 test-slow: install
@@ -71,7 +74,7 @@ test-slow: install
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m slow tests/test_kill_resume.py
 
 test-oldest: $(OLDEST)/.installed
-	$(OLDEST)/bin/python -m pytest -q keras_mtl tests -m "not slow" $(WORKERS)
+	$(XDIST_ENV) $(OLDEST)/bin/python -m pytest -q keras_mtl tests -m "not slow" $(WORKERS)
 	KERAS_BACKEND=jax $(OLDEST)/bin/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 check-wheel: install
