@@ -228,3 +228,26 @@ def _as_tensors(values):
     if not isinstance(values, dict):
         return values
     return {k: ops.convert_to_tensor(v, "float32") for k, v in values.items()}
+
+
+class LowerBoundedWeighting(Weighting):
+    """A method that takes logarithms of the losses, shifted by their lower
+    bounds `min_losses` (`{task: m_t}`, 0 for tasks left out): `L_t - m_t`
+    must stay positive. Subclasses read the bounds as `self._bounds`, a
+    vector in task order."""
+
+    def __init__(self, min_losses=None, **kwargs):
+        super().__init__(**kwargs)
+        self.min_losses = check_lower_bounds("min_losses", min_losses)
+
+    def build(self, losses_shape):
+        super().build(losses_shape)
+        bounds = self.min_losses or {}
+        self.check_task_keys("min_losses", bounds, require_all=False)
+        self._bounds = ops.convert_to_tensor([bounds.get(n, 0.0) for n in self.task_names], "float32")
+
+    def explain_nonfinite(self, losses):
+        return explain_lower_bounds(self, losses)
+
+    def get_config(self):
+        return {**super().get_config(), "min_losses": self.min_losses}

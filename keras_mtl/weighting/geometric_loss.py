@@ -33,14 +33,12 @@ step where no task is labelled has loss 0.
 import keras
 from keras import ops
 
-from keras_mtl.weighting.base import Weighting
-from keras_mtl.weighting.base import check_lower_bounds
-from keras_mtl.weighting.base import explain_lower_bounds
+from keras_mtl.weighting.base import LowerBoundedWeighting
 from keras_mtl.weighting.registry import register
 
 
 @register
-class GeometricLoss(Weighting):
+class GeometricLoss(LowerBoundedWeighting):
     """Minimises the geometric mean of the task losses (Chennupati et al. 2019).
 
     Args:
@@ -63,16 +61,6 @@ class GeometricLoss(Weighting):
     aliases = ("gls",)
     paper = "Chennupati et al., CVPR Workshops 2019"
 
-    def __init__(self, min_losses=None, **kwargs):
-        super().__init__(**kwargs)
-        self.min_losses = check_lower_bounds("min_losses", min_losses)
-
-    def build(self, losses_shape):
-        super().build(losses_shape)
-        bounds = self.min_losses or {}
-        self.check_task_keys("min_losses", bounds, require_all=False)
-        self._bounds = ops.convert_to_tensor([bounds.get(n, 0.0) for n in self.task_names], "float32")
-
     def call(self, losses, counts=None, training=False):
         vector = self.stack(losses) - self._bounds
         present = self.labelled(counts)
@@ -87,9 +75,3 @@ class GeometricLoss(Weighting):
             0.0,
         )
         return total, self.unstack(weights)
-
-    def explain_nonfinite(self, losses):
-        return explain_lower_bounds(self, losses)
-
-    def get_config(self):
-        return {**super().get_config(), "min_losses": self.min_losses}

@@ -41,14 +41,12 @@ where no task is labelled has loss 0.
 
 from keras import ops
 
-from keras_mtl.weighting.base import Weighting
-from keras_mtl.weighting.base import check_lower_bounds
-from keras_mtl.weighting.base import explain_lower_bounds
+from keras_mtl.weighting.base import LowerBoundedWeighting
 from keras_mtl.weighting.registry import register
 
 
 @register
-class ScaleInvariant(Weighting):
+class ScaleInvariant(LowerBoundedWeighting):
     """Minimises the sum of the log task losses (Nash-MTL's SI baseline).
 
     Args:
@@ -71,18 +69,6 @@ class ScaleInvariant(Weighting):
     aliases = ("si", "scaleinvls")
     paper = "Navon et al., ICML 2022 (Nash-MTL's SI baseline)"
 
-    def __init__(self, min_losses=None, **kwargs):
-        super().__init__(**kwargs)
-        self.min_losses = check_lower_bounds("min_losses", min_losses)
-
-    def build(self, losses_shape):
-        super().build(losses_shape)
-        bounds = self.min_losses or {}
-        self.check_task_keys("min_losses", bounds, require_all=False)
-        self._bounds = ops.convert_to_tensor(
-            [bounds.get(n, 0.0) for n in self.task_names], "float32"
-        )
-
     def call(self, losses, counts=None, training=False):
         vector = self.stack(losses) - self._bounds
         present = self.labelled(counts)
@@ -91,9 +77,3 @@ class ScaleInvariant(Weighting):
         total = ops.sum(ops.where(present, ops.log(safe), 0.0))
         weights = ops.where(present, 1.0 / safe, 0.0)
         return total, self.unstack(weights)
-
-    def explain_nonfinite(self, losses):
-        return explain_lower_bounds(self, losses)
-
-    def get_config(self):
-        return {**super().get_config(), "min_losses": self.min_losses}
