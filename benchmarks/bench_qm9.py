@@ -53,7 +53,6 @@ import argparse
 import inspect
 import json
 import os
-import resource
 import sys
 import time
 
@@ -146,8 +145,28 @@ def callbacks(settings, monitor):
     return protocol.callbacks(monitor, settings["patience"], lr_factor=0.7, lr_patience=5)
 
 
+def _reset_peak_rss():
+    """Starts a new resident-memory high-water mark (Linux: writing 5 to
+    /proc/self/clear_refs resets VmHWM), so each model's peak is its own and
+    not the largest of every model trained before it in this process."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mib():
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """The high-water mark since `_reset_peak_rss`; None where it cannot be reset."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def train(settings, arrays, tasks, weighting, seed, baselines=None, head_units=None):
@@ -252,10 +271,11 @@ def run(settings, methods, path, directory, held_out=None, cache=None):
             key = f"{seed}/{name}"
             row = cache.get(key)
             if row is None:
+                measured = _reset_peak_rss()
                 test, _, info = train(settings, arrays, tasks, weighting, seed,
                                       baselines=stl_val)
                 row = {**info, "test_mae": test, "delta_m": delta_m(test, stl_test),
-                       "peak_rss_mib": _peak_rss_mib()}
+                       "model_peak_rss_mib": _peak_rss_mib() if measured else None}
                 cache.put(key, row)
             results["methods"].setdefault(name, []).append(row)
             print(f"seed {seed} {name}: Δm {row['delta_m']:+.1f} % ({row['fit_s']} s)",
@@ -308,7 +328,10 @@ def summarise(results):
                               for t in runs[0]["test_mae"]},
             "fit_s_mean": round(float(np.mean([r["fit_s"] for r in runs])), 1),
             "epochs_run_mean": round(float(np.mean([r["epochs_run"] for r in runs])), 1),
-            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+            # Runs cached before the per-model measurement have only the
+            # process's high-water mark ("peak_rss_mib"), which is not per model.
+            "peak_rss_mib": max((r["model_peak_rss_mib"] for r in runs
+                                 if r.get("model_peak_rss_mib") is not None), default=None),
             "mode": runs[0]["mode"],
             "published_delta_m": PUBLISHED.get(name),
         }
@@ -378,17 +401,20 @@ def markdown(rows, results, settings, label, wall_s):
         "",
     ]
     header = ["method", "mode", "Δm % (ours)", "Δm % (published)", "mean rank",
-              "vs equal", "vs tuned static", "fit s", "epochs", "peak RSS MiB"]
+              "vs equal", "vs tuned static", "fit s", "epochs", "peak RSS MiB per model"]
     table = [[n, r["mode"] or "-", f"{r['delta_m_mean']:+.1f} ± {r['delta_m_std']:.1f}",
               "-" if r["published_delta_m"] is None else f"{r['published_delta_m']:.1f}",
               f"{r['mean_rank']:.2f}", _paired(r.get("vs_equal")),
               _paired(r.get("vs_tuned_static")), f"{r['fit_s_mean']:.0f}",
-              f"{r['epochs_run_mean']:.0f}", f"{r['peak_rss_mib']:.0f}"]
+              f"{r['epochs_run_mean']:.0f}", _mib(r["peak_rss_mib"])]
              for n, r in rows.items()]
     lines += _table(header, table).splitlines()
     lines += ["", "vs equal / vs tuned static: the mean over seeds of this method's Δm minus "
               "the other's (same seed), its 95 % t interval, and whether it is better or worse "
-              "beyond seed noise (the interval excludes 0)."]
+              "beyond seed noise (the interval excludes 0). Peak RSS: the process's resident "
+              "memory high-water mark, reset before each model (Linux); the largest over "
+              "seeds, and \"-\" where no seed measured it (runs cached before this measure "
+              "recorded the process's mark since start, which is not per model)."]
     lines += ["", "Test MAE per target (mean over seeds; units: "
               + ", ".join(f"{t} {qm9.UNITS[t]}" for t in qm9.TARGETS) + "):", ""]
     header = ["model", *qm9.TARGETS]
@@ -396,6 +422,10 @@ def markdown(rows, results, settings, label, wall_s):
     table += [[n, *[f"{r['test_mae_mean'][t]:.4g}" for t in qm9.TARGETS]] for n, r in rows.items()]
     lines += _table(header, table).splitlines()
     return "\n".join(lines) + "\n"
+
+
+def _mib(value):
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _paired(found):

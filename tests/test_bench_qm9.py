@@ -71,13 +71,16 @@ def test_rank_correlation_with_the_published_ordering():
 
 
 def test_delta_m_and_mean_rank_by_hand():
-    run = lambda maes, delta: {"test_mae": maes, "delta_m": delta, "fit_s": 1.0,  # noqa: E731
-                               "epochs_run": 2, "peak_rss_mib": 1.0, "mode": None}
+    run = lambda maes, delta, rss=None: {  # noqa: E731
+        "test_mae": maes, "delta_m": delta, "fit_s": 1.0, "epochs_run": 2,
+        "model_peak_rss_mib": rss, "mode": None}
     results = {"methods": {
-        "equal": [run({"a": 1.0, "b": 4.0}, 10.0), run({"a": 1.0, "b": 4.0}, 20.0)],
+        "equal": [run({"a": 1.0, "b": 4.0}, 10.0), run({"a": 1.0, "b": 4.0}, 20.0, 7.0)],
         "pcgrad": [run({"a": 2.0, "b": 3.0}, 5.0), run({"a": 2.0, "b": 3.0}, 5.0)],
     }}
     rows = bench_qm9.summarise(results)
+    # Peak memory from the seeds that measured it per model; none measured: None.
+    assert rows["equal"]["peak_rss_mib"] == 7.0 and rows["pcgrad"]["peak_rss_mib"] is None
     assert list(rows) == ["pcgrad", "equal"]  # by mean Δm
     assert rows["equal"]["delta_m_mean"] == 15.0
     assert rows["equal"]["delta_m_std"] == pytest.approx(7.07, abs=0.01)
@@ -90,3 +93,15 @@ def test_delta_m_and_mean_rank_by_hand():
     assert paired["mean"] == -10.0 and paired["verdict"] == "within seed noise"
     assert (paired["low"], paired["high"]) == pytest.approx((-73.53, 53.53), abs=0.01)
     assert "vs_equal" not in rows["equal"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_peak_memory_is_per_model():
+    """The high-water mark restarts before each model, so a model after a
+    larger one reports its own peak, not the larger one's."""
+    assert bench_qm9._reset_peak_rss()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    high = bench_qm9._peak_rss_mib()
+    del block
+    assert bench_qm9._reset_peak_rss()
+    assert bench_qm9._peak_rss_mib() < high - 32
