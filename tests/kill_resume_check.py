@@ -43,6 +43,9 @@ ARGUMENTS = {
     "pcgrad": {"seed": 3},
     "grad_vac": {"seed": 3},
     "grad_drop": {"seed": 3},
+    # The nadir epoch first: the kill in epoch 1 falls in STCH proper, with
+    # the nadir and the epoch count to resume.
+    "stch": {"warmup_epochs": 0},
 }
 
 

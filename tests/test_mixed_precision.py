@@ -35,8 +35,9 @@ CORE = ("uncertainty", "pcgrad")
 #: overflows: ScaleInvariant's weights 1 / L_t (3 to 6 here) make a step's
 #: gradients overflow there, and the LossScaleOptimizer skips that step (and
 #: halves the scale), as dynamic loss scaling should: a run a step behind
-#: float32's. With no step skipped, the losses agree to 1e-4.
-INITIAL_SCALE = {"scale_invariant": 2.0**13}
+#: float32's. With no step skipped, the losses agree to 1e-4. STCH's warm-up
+#: is ScaleInvariant's objective.
+INITIAL_SCALE = {"scale_invariant": 2.0**13, "stch": 2.0**13}
 
 
 def data(n=32):

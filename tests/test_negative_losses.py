@@ -3,7 +3,7 @@
 Presence is the labelled count, never the loss's sign: a "closeness" loss
 `-exp(-(y - p)²)` in [-1, 0) is a labelled task's loss like any other. The
 methods that take a logarithm of the losses (FAMO, GeometricLoss,
-ScaleInvariant) are given the loss's lower bound (`min_losses`); without it
+ScaleInvariant, SmoothTchebycheff) are given the loss's lower bound (`min_losses`); without it
 they say so.
 """
 
@@ -35,10 +35,11 @@ def data(n=32):
 
 
 #: The lower bound a method with `min_losses` gets: the loss's minimum, -1,
-#: or below it by a margin for ScaleInvariant, whose weight 1 / (L - m) grows
-#: without limit as the loss nears its bound (at -1, SGD overshoots into the
-#: closeness loss's flat tails).
-BOUNDS = {"scale_invariant": -1.25}
+#: or below it by a margin for ScaleInvariant and SmoothTchebycheff (whose
+#: warm-up is ScaleInvariant), whose weight 1 / (L - m) grows without limit as
+#: the loss nears its bound (at -1, SGD overshoots into the closeness loss's
+#: flat tails).
+BOUNDS = {"scale_invariant": -1.25, "stch": -1.25}
 
 
 def weighting_for(method):
@@ -62,7 +63,7 @@ def test_an_always_negative_loss_trains(method):
     assert after_loss < before_loss, (before_loss, after_loss)
 
 
-@pytest.mark.parametrize("method", ["famo", "gls", "si"])
+@pytest.mark.parametrize("method", ["famo", "gls", "si", "stch"])
 def test_log_methods_without_a_lower_bound_say_how_to_give_one(method):
     model = tiny_model(TASKS)
     model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=method)

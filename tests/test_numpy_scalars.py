@@ -82,6 +82,7 @@ WEIGHTING_KWARGS = {
     "famo": {
         "learning_rate": f32(0.125), "weight_decay": f64(0.001), "min_losses": {"a": f32(-0.5)},
     },
+    "stch": {"mu": f32(0.5), "warmup_epochs": i64(2), "min_losses": {"b": f64(-1.0)}},
     "mgda": {"max_iterations": i64(10)},
     "pcgrad": {"seed": i64(3)},
     "cagrad": {"c": f32(0.5), "max_iterations": i64(10)},

@@ -29,6 +29,8 @@ METHODS = {
     "gls": lambda: W.GeometricLoss(),
     "si": lambda: W.ScaleInvariant(),
     "famo": lambda: W.FAMO(learning_rate=0.1),
+    # No warm-up before the nadir epoch: a two-epoch fit reaches STCH itself.
+    "stch": lambda: W.SmoothTchebycheff(mu=0.5, warmup_epochs=0),
 }
 
 
@@ -119,7 +121,7 @@ needs_tf = pytest.mark.skipif(
 )
 
 #: Methods whose state changes during training, and the callbacks they use.
-STATEFUL = ["static", "uncertainty", "dwa", "rlw", "famo"]
+STATEFUL = ["static", "uncertainty", "dwa", "rlw", "famo", "stch"]
 CALLBACKS = {
     "static": lambda: [
         LossWeightScheduler(lambda epoch, w: {"a": 0.5 + epoch, "b": 2.0 / (1 + epoch)})
@@ -147,6 +149,8 @@ def callbacks_for(method):
         ("SI", W.ScaleInvariant),
         ("scaleinvls", W.ScaleInvariant),
         ("famo", W.FAMO),
+        ("stch", W.SmoothTchebycheff),
+        ("smooth_tchebycheff", W.SmoothTchebycheff),
     ],
 )
 def test_get_resolves_names_and_aliases(name, cls):
@@ -158,6 +162,7 @@ def test_aliases_are_the_classes():
     assert W.DWA is W.DynamicWeightAverage
     assert W.RLW is W.RandomLossWeighting
     assert W.GLS is W.GeometricLoss
+    assert W.STCH is W.SmoothTchebycheff
 
 
 def test_get_unknown_name_lists_the_known_ones():
@@ -188,6 +193,7 @@ def test_get_config_has_every_hyperparameter():
         "gls": {"min_losses": None},
         "si": {"min_losses": None},
         "famo": {"learning_rate": 0.1, "weight_decay": 0.001, "min_losses": None},
+        "stch": {"mu": 0.5, "warmup_epochs": 0, "min_losses": None},
     }
     for method, hyper in expected.items():
         config = METHODS[method]().get_config()
@@ -228,8 +234,8 @@ def test_gradients_are_finite_with_an_unlabelled_task(method):
     assert np.isfinite(grads["b"])
 
 
-#: Methods whose weights do not depend on the step's loss values (GLS, SI and
-#: FAMO take logarithms: see their own tests for losses <= 0).
+#: Methods whose weights do not depend on the step's loss values (GLS, SI,
+#: FAMO and STCH take logarithms: see their own tests for losses <= 0).
 LOSS_FREE = ["equal", "static", "inverse_size", "uncertainty", "dwa", "rlw"]
 
 

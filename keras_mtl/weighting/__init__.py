@@ -43,6 +43,7 @@ from keras_mtl.weighting.random_loss_weighting import RandomLossWeighting
 from keras_mtl.weighting.geometric_loss import GeometricLoss
 from keras_mtl.weighting.scale_invariant import ScaleInvariant
 from keras_mtl.weighting.famo import FAMO
+from keras_mtl.weighting.smooth_tchebycheff import SmoothTchebycheff
 from keras_mtl.weighting.mgda import MGDA
 from keras_mtl.weighting.pcgrad import PCGrad
 from keras_mtl.weighting.cagrad import CAGrad
@@ -58,6 +59,7 @@ from keras_mtl.weighting.upgrad import UPGrad
 DWA = DynamicWeightAverage
 RLW = RandomLossWeighting
 GLS = GeometricLoss
+STCH = SmoothTchebycheff
 
 __all__ = [
     "AlignedMTL",
@@ -79,7 +81,9 @@ __all__ = [
     "PCGrad",
     "RLW",
     "RandomLossWeighting",
+    "STCH",
     "ScaleInvariant",
+    "SmoothTchebycheff",
     "Static",
     "UPGrad",
     "Uncertainty",
