@@ -1,6 +1,7 @@
 """Degenerate-gradient checks for the Gram-based gradient methods (MGDA,
 PCGrad, CAGrad, IMTL, Aligned-MTL): identical, parallel, opposite, zero,
-near-zero, tiny and huge gradients, and tasks without labels."""
+near-zero, tiny and huge gradients, and tasks without labels; and, for those
+and GradVac and UPGrad, gradients scaled by 1e-20 ... 1e20."""
 
 import numpy as np
 import tensorflow as tf
@@ -68,7 +69,8 @@ def check_degenerate_inputs(factory, mean_multiple):
     everywhere (eager and traced); identical gradients give `mean_multiple`
     times their mean, with equal weights, whatever the (labelled) losses; a
     task without labels (count 0) or with a zero gradient gets weight 0 and
-    does not stop the others; no labels at all give zeros."""
+    does not stop the others; no labels at all give zeros; and gradients of
+    any magnitude give the same weights (`check_scale_equivariance`)."""
     runs = combiners(built(factory(), ["a", "b", "c"]))
     for name, (grads, losses, counts) in degenerate_cases().items():
         for how, run in runs.items():
@@ -86,6 +88,7 @@ def check_degenerate_inputs(factory, mean_multiple):
             if name == "all_unlabelled":
                 np.testing.assert_array_equal(weights, 0.0, err_msg=where)
                 np.testing.assert_array_equal(combined, 0.0, err_msg=where)
+    check_scale_equivariance(factory)
 
 
 def drawn_orders(seed, n, draws):
@@ -100,3 +103,104 @@ def drawn_orders(seed, n, draws):
         np.fill_diagonal(keys, 2.0)
         out.append(np.argsort(keys, axis=1)[:, : n - 1])
     return out
+
+
+#: The common factors of `check_scale_equivariance`: float32 holds gradients
+#: so scaled, not the products of their entries (~1e±40).
+SCALES = (1e-20, 1e-10, 1.0, 1e10, 1e20)
+#: The same range in powers of two (2^±66 ≈ 1e±20), for bfloat16 gradients:
+#: bfloat16 rounding commutes with such a scaling, so the method sees exactly
+#: `s` times the gradients of `s = 1`.
+POWER_OF_TWO_SCALES = (2.0**-66, 2.0**-33, 1.0, 2.0**33, 2.0**66)
+
+
+def scale_cases(seed=0):
+    """`{name: (grads, counts)}`: four tasks' gradients `(4, 6)` whose
+    weights are well-conditioned (rounding the gradients moves them by far
+    less than 1e-4), and the task counts."""
+    rng = np.random.default_rng(seed)
+    g, h, k, m = rng.normal(size=(4, 6))
+    labelled = [4.0, 4.0, 4.0, 4.0]
+    return {
+        "conflicting": (np.stack([g, h, -0.5 * g + 0.2 * k, m]), labelled),
+        # Norms 16 apart (100 apart, float32 rounding of the gradients alone
+        # moves Aligned-MTL's weights, from 1/sqrt of the eigenvalues, by
+        # ~4e-5, and 1e4 apart IMTL-G's by 1e-3: no test of scale then).
+        "unequal_norms": (np.stack([g, 4.0 * h, 0.25 * k, m]), labelled),
+        # A zero gradient and an unlabelled task, both left out.
+        "left_out": (np.stack([g, np.zeros(6), h, k]), [4.0, 4.0, 0.0, 4.0]),
+    }
+
+
+def _scaled_runs(weighting):
+    """`{path: f}` for a built `weighting`: `f(grads, counts)` gives numpy
+    `(combined, weights)` (combined flattened, float64) of one training step
+    from the weighting's initial state (restored before each call, so
+    stateful methods such as GradVac start afresh every time), for each way
+    the training step calls the method, eager and traced with
+    `tf.function`:
+
+    - `representation`: `combine` on `(T, batch, ...)` gradients;
+    - `params`: `combine_parts` on per-variable float32 gradients;
+    - `params_bfloat16`: the same with bfloat16 gradients (`gradient_dtype`).
+    """
+    initial = weighting.state_arrays()
+    names = weighting.task_names
+    losses = {n: tf.constant(1.0) for n in names}
+
+    def representation(grads, counts):
+        return weighting.combine(grads, losses, counts, training=True)
+
+    def params(parts, counts):
+        combined, weights = weighting.combine_parts(parts, losses, counts, training=True)
+        return tf.concat([tf.reshape(c, (-1,)) for c in combined], 0), weights
+
+    def as_representation(grads):
+        return tf.constant(np.asarray(grads, "float32").reshape(len(names), 2, 3))
+
+    def as_parts(dtype):
+        def convert(grads):
+            grads = tf.constant(np.asarray(grads, "float32"))
+            return [[tf.cast(tf.reshape(g[:4], (2, 2)), dtype), tf.cast(g[4:], dtype)]
+                    for g in tf.unstack(grads)]
+
+        return convert
+
+    ways = {
+        "representation": (representation, as_representation),
+        "params": (params, as_parts("float32")),
+        "params_bfloat16": (params, as_parts("bfloat16")),
+    }
+    runs = {}
+    for path, (function, convert) in ways.items():
+        for how, run in (("eager", function), ("graph", tf.function(function))):
+            def call(grads, counts, run=run, convert=convert):
+                weighting.load_state(initial)
+                counts = {n: tf.constant(c) for n, c in zip(names, counts)}
+                combined, weights = run(convert(grads), counts)
+                return numpy(combined).astype("float64").ravel(), numpy(weights).astype("float64")
+
+            runs[f"{path} ({how})"] = call
+    return runs
+
+
+def check_scale_equivariance(factory, degree=1):
+    """For a `factory()` weighting (deterministic: seeded if it draws): task
+    gradients multiplied by any `s` in 1e-20 ... 1e20 give finite results,
+    `s ** degree` times the combined gradient of `s = 1` and
+    `s ** (degree - 1)` times its weights (`degree=1`, most methods: the same
+    weights; Nash-MTL's `d` does not change with `s`: `degree=0`), within
+    1e-4 relative (norms), eager and traced, in both modes' paths and with
+    bfloat16 gradients."""
+    runs = _scaled_runs(built(factory(), ["a", "b", "c", "d"]))
+    for name, (grads, counts) in scale_cases().items():
+        for path, run in runs.items():
+            reference = run(grads, counts)
+            for s in POWER_OF_TWO_SCALES if "bfloat16" in path else SCALES:
+                combined, weights = run(s * grads, counts)
+                where = f"{name}, {path}, scale {s:g}: weights {weights}, at 1: {reference[1]}"
+                assert np.all(np.isfinite(combined)) and np.all(np.isfinite(weights)), where
+                unscaled = (combined / s**degree, weights / s ** (degree - 1))
+                for value, expected in zip(unscaled, reference):
+                    error = np.linalg.norm(value - expected)
+                    assert error <= 1e-4 * np.linalg.norm(expected), where

@@ -6,7 +6,7 @@ import pytest
 
 from keras_mtl.weighting.grad_vac import GradVac
 
-from gram_method_checks import drawn_orders
+from gram_method_checks import check_scale_equivariance, drawn_orders
 from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights, numpy
@@ -145,6 +145,11 @@ def test_degenerate_and_unlabelled_gradients_are_finite():
     weighting.target_cosines.assign(np.full((3, 3), 1.0))
     _, weights = combine(weighting, [[1.0, 0.0], [0.0, 0.0], [-1.0, 1.0]], losses=[1.0, 0.0, 1.0])
     assert weights[1] == 1.0
+
+
+def test_gradients_of_any_magnitude_give_the_same_weights():
+    # From fresh state each time: the EMA targets are cosines, scale-free.
+    check_scale_equivariance(lambda: GradVac(beta=0.5, seed=0))
 
 
 def test_config_round_trip():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_mtl.weighting.mgda import MGDA
+from keras_mtl.weighting.mgda import min_norm_weights
 
 from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
@@ -18,6 +19,85 @@ def _simplex_grid(num_tasks, steps):
     points = [p for p in corners if sum(p) <= steps]
     grid = np.array([list(p) + [steps - sum(p)] for p in points], "float64")
     return grid / steps
+
+
+def _min_norm_by_enumeration(gram):
+    """`argmin_{w ∈ simplex} wᵀ gram w` in float64, exactly: for every
+    support S, the KKT system `gram_SS w_S = λ 1, Σ w_S = 1`; the optimum is
+    the feasible solution (w >= 0) with `(gram w)_i >= λ` for every i."""
+    gram = np.asarray(gram, "float64")
+    num_tasks = len(gram)
+    for size in range(1, num_tasks + 1):
+        for support in itertools.combinations(range(num_tasks), size):
+            s = list(support)
+            kkt = np.zeros((size + 1, size + 1))
+            kkt[:size, :size] = gram[np.ix_(s, s)]
+            kkt[:size, size] = -1.0
+            kkt[size, :size] = 1.0
+            try:
+                solution = np.linalg.solve(kkt, np.eye(size + 1)[size])
+            except np.linalg.LinAlgError:  # affinely dependent gradients
+                continue
+            weights = np.zeros(num_tasks)
+            weights[s] = solution[:size]
+            value = weights @ gram @ weights
+            if weights.min() >= 0 and np.all(gram @ weights >= value * (1 - 1e-12)):
+                return weights
+    raise AssertionError("no optimal support")
+
+
+def _duality_gap(gram, weights):
+    """Frank-Wolfe gap `2 (wᵀ M w - min_t (M w)_t)` >= `f(w) - f(w*)`."""
+    gram_w = gram @ weights
+    return 2.0 * (weights @ gram_w - gram_w.min())
+
+
+# Three close gradients and one strongly conflicting: the optimum is on a
+# face (w_a = 0) and the Gram matrix has a condition number of ~5e4. Plain
+# Frank-Wolfe is 8e-2 away from it after 250 iterations, 1e-1 after 25.
+ILL_CONDITIONED = np.array([
+    [1.0, 0.02, 0.0, 0.0],
+    [1.0, -0.01, 0.02, 0.0],
+    [1.0, 0.0, -0.02, 0.01],
+    [-0.9, 0.3, 0.1, 0.05],
+], "float32")
+
+
+@pytest.mark.parametrize("max_iterations", [250, 25])
+def test_ill_conditioned_four_tasks_reach_the_min_norm_point(max_iterations):
+    # 25: the old default, which configs saved before may still hold.
+    grads = ILL_CONDITIONED
+    gram = (grads @ grads.T).astype("float64")  # the Gram matrix MGDA gets
+    assert np.linalg.cond(gram) > 1e4
+    optimum = _min_norm_by_enumeration(gram)
+    assert optimum[0] == 0 and optimum.min() >= 0  # on a face
+    weighting = built(MGDA(max_iterations=max_iterations), list("abcd"))
+    weights = gram_weights(weighting, grads).astype("float64")
+    np.testing.assert_allclose(weights, optimum, rtol=0, atol=1e-5)
+    best = optimum @ gram @ optimum
+    assert abs(weights @ gram @ weights - best) <= 1e-5 * best
+    # The gap certifies it (up to the float32 rounding of the weights).
+    assert _duality_gap(gram, weights) <= 1e-5 * (weights @ gram @ weights)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_solver_stops_on_a_small_duality_gap(seed):
+    rng = np.random.default_rng(seed)
+    num_tasks = 3 + seed
+    grads = rng.normal(size=(num_tasks, 5)) * rng.uniform(0.1, 10.0, size=(num_tasks, 1))
+    if seed == 0:
+        grads, num_tasks = ILL_CONDITIONED.astype("float64"), 4
+    gram = grads @ grads.T
+    gram = gram / np.max(np.diag(gram))  # as `gram_weights` hands it over
+    weights = np.asarray(min_norm_weights(gram, np.ones(num_tasks, bool), 250))
+    value = weights @ gram @ weights
+    # The stopping rule: a gap of at most 1e-8 wᵀ M w, so every task's
+    # directional derivative g_i·d is at least (1 - 5e-9) ‖d‖².
+    assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert _duality_gap(gram, weights) <= 1e-8 * value
+    assert np.min(gram @ weights) >= (1 - 5e-9) * value
+    optimum = _min_norm_by_enumeration(gram)
+    assert value <= optimum @ gram @ optimum * (1 + 1e-8)
 
 
 def test_orthogonal_gradients_of_norms_1_and_2():
@@ -44,8 +124,8 @@ def test_three_tasks_match_a_brute_force_search(seed):
     best = np.min(np.einsum("ni,ij,nj->n", grid, gram, grid))
     weights = gram_weights(built(MGDA(), ["a", "b", "c"]), grads).astype("float64")
     assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0, abs=1e-6)
-    # Frank-Wolfe with 25 steps: within 1% of the grid's best value.
-    assert weights @ gram @ weights <= best + 1e-2 * max(best, 1e-3 * np.trace(gram))
+    # The solver reaches the min-norm point: no grid point is better.
+    assert weights @ gram @ weights <= best + 1e-6 * np.trace(gram)
     # The min-norm point makes every g_i·d at least ‖d‖² (a common descent
     # direction for all tasks).
     d = weights @ grads
@@ -128,8 +208,11 @@ def test_config_round_trip():
     check_config_round_trip(MGDA(mode="representation", max_iterations=7, normalization="l2"))
     config = MGDA().get_config()
     assert {k: config[k] for k in ("mode", "max_iterations", "normalization")} == {
-        "mode": "params", "max_iterations": 25, "normalization": "none",
+        "mode": "params", "max_iterations": 250, "normalization": "none",
     }
+    # A config saved with the old default still loads.
+    old = MGDA.from_config({**config, "max_iterations": 25})
+    assert old.max_iterations == 25
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from keras_mtl.weighting.upgrad import UPGrad
 from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, gram_weights
+from gram_method_checks import check_scale_equivariance
 
 
 def _reference(grads, regularization=1e-4):
@@ -82,7 +83,7 @@ def test_degenerate_gradients_are_finite():
     for b in (0.0, -1.0):
         combined, weights = combine(weighting, grads, losses=[1, b, 1])
         np.testing.assert_allclose(weights, [1 / 3] * 3, rtol=1e-6)
-    # Near-zero, huge and infinite Gram entries, and all zero.
+    # Near-zero and huge gradients, gradients 1e20 apart, and all zero.
     for grads in (
         [[1e-15, 0.0], [-1e-15, 1e-16], [0.0, 1e-15]],
         [[1e15, 0.0], [-1.0, 1.0], [0.0, 1e-10]],
@@ -92,6 +93,10 @@ def test_degenerate_gradients_are_finite():
         combined, weights = combine(weighting, grads)
         assert np.all(np.isfinite(weights)) and np.all(np.isfinite(combined)), grads
         assert np.all(weights >= 0), grads
+
+
+def test_gradients_of_any_magnitude_give_the_same_weights():
+    check_scale_equivariance(lambda: UPGrad())
 
 
 def test_a_truncated_run_is_still_feasible():

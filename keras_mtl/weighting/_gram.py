@@ -9,9 +9,17 @@ the task gradients. Two steps are common to all of them:
   on or aligned with, so methods leave both out of the step (weight 0);
 - scale (`normalized_gram`): the methods' weights do not change when every
   gradient is multiplied by the same positive number, so the Gram matrix is
-  divided by its largest diagonal entry first. This keeps the solvers'
-  tolerances meaningful and float32 away from under- or overflow when the
-  gradients are tiny or huge.
+  divided by its largest diagonal entry first, which makes the solvers'
+  tolerances relative to the largest gradient.
+
+Scale also decides what float32 can hold: `G Gᵀ` of raw gradients overflows
+for entries of ~1e19 and underflows below ~1e-19. These methods set
+`GradientWeighting.scale_free_weights`, so in a training step (`combine`,
+`combine_parts`) the Gram matrix they get is already that of the gradients
+divided by their largest entry: gradients of any finite float32 size give
+finite weights, the same as at size 1 (tested from 1e-20 to 1e20). What is
+left is relative: a gradient more than ~1e19 times smaller than the largest
+has a squared norm below float32's range, so it counts as zero (left out).
 """
 
 

@@ -29,9 +29,10 @@ weight, rather than shrinking `σ` and so the whole update.
 Tasks without labels in the batch and tasks whose gradient is exactly 0 get
 weight 0 (their row of the Gram matrix is zeroed, so they only add zero
 eigenvalues). LibMTL's version calls the removed `torch.symeig`; this one
-uses `keras.ops.eigh`. The Gram matrix is scaled to a largest diagonal of 1
-first (the weights do not depend on the gradients' common scale), so tiny or
-huge gradients stay finite.
+uses `keras.ops.eigh`. The weights do not depend on the gradients' common
+scale: the Gram matrix is that of the gradients divided by their largest
+entry, scaled to a largest diagonal of 1, so gradients of any float32 size
+give finite weights, the same as at size 1 (see `_gram`).
 """
 
 import numbers
@@ -112,6 +113,7 @@ class AlignedMTL(GradientWeighting):
     registry_name = "aligned_mtl"
     aliases = ("amtl",)
     paper = "Senushkin et al., CVPR 2023"
+    scale_free_weights = True
     search_space = {"scale": Choice(SCALES)}
 
     supported_modes = ("params", "representation")

@@ -39,9 +39,10 @@ Robustness and deviations:
   stays in the ball (`‖d - g0‖ = c ‖g0‖`), so it is finite;
 - identical gradients: every `w` is optimal, the weights stay uniform,
   `λ = c` and `d = (1 + c) / (1 + c²) · g0` (`(1 + c) g0` without rescaling);
-- the Gram matrix is scaled to a largest diagonal of 1 first (the weights do
-  not depend on the gradients' common scale), so tiny or huge gradients stay
-  finite.
+- the weights do not depend on the gradients' common scale: the Gram matrix
+  is that of the gradients divided by their largest entry, scaled to a
+  largest diagonal of 1, so gradients of any float32 size give finite
+  weights, the same as at size 1 (see `_gram`).
 """
 
 import keras
@@ -155,6 +156,7 @@ class CAGrad(GradientWeighting):
 
     registry_name = "cagrad"
     paper = "Liu et al., NeurIPS 2021"
+    scale_free_weights = True
     search_space = {"c": Float(0.0, 1.0)}
 
     supported_modes = ("params", "representation")

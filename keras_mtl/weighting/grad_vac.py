@@ -50,7 +50,10 @@ cosine is undefined). Unlabelled tasks get weight 0. Identical (or positively
 parallel) gradients have `phi = 1 >= phi_hat`: no correction, and the
 update is the sum of the task gradients, `T` times their mean. Near-zero
 gradients are corrected by the same formula (cosines are scale-free);
-everything stays finite.
+everything stays finite. The Gram matrix is that of the gradients divided by
+their largest entry (`scale_free_weights`), so gradients of any float32 size
+give the same weights; one more than ~1e19 times smaller than the largest
+counts as zero.
 
 Modes:
 
@@ -105,6 +108,7 @@ class GradVac(GradientWeighting):
     registry_name = "grad_vac"
     aliases = ("gradient_vaccine",)
     paper = "Wang et al., ICLR 2021"
+    scale_free_weights = True
     search_space = {"beta": Float(1e-3, 0.1, sampling="log")}
 
     def __init__(self, mode="params", beta=0.01, seed=None, **kwargs):

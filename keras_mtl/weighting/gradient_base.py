@@ -16,7 +16,12 @@ Task heads are always updated with their own task's gradient.
 
 Most methods return a linear combination `Σ_i w_i g_i` whose coefficients
 depend only on the Gram matrix `G Gᵀ` of the task gradients; they implement
-`gram_weights(gram, losses, labelled, training)`. Others override
+`gram_weights(gram, losses, labelled, training)`. Those whose weights do not
+change when every gradient is multiplied by the same number (PCGrad, CAGrad,
+IMTL, ...) set `scale_free_weights` and get the Gram matrix of the gradients
+divided by their largest entry, which float32 holds for gradients of any
+size: `G Gᵀ` itself overflows for entries of ~1e19 and underflows (to 0, or
+to a few denormal bits) below ~1e-19. Others override
 `combine(grads, losses, training, cross_replica_sum, activations)`. A method
 that solves for its weights only on some steps implements `reuse_plan` and
 `reuse`, so that params mode skips the per-task gradients on the others.
@@ -56,6 +61,22 @@ class GradientWeighting(Weighting):
     level = "gradient"
     #: Modes this method supports; subclasses narrow it and say why.
     supported_modes = MODES
+    #: Whether the weights of `gram_weights` stay the same when every task
+    #: gradient is multiplied by the same `s > 0`. Then `combine` and
+    #: `combine_parts` hand it the Gram matrix of the gradients divided by
+    #: their largest entry, so that for any finite float32 gradients the
+    #: results are finite and `s` times those of `s = 1`. False (the default,
+    #: for methods whose weights depend on the gradients' size, such as
+    #: `w_i = 1 / ‖g_i‖`): `gram_weights` gets `G Gᵀ` itself.
+    scale_free_weights = False
+    #: For methods whose weights depend on each gradient's size in a way
+    #: they can undo (Nash-MTL: scaling task `i`'s gradient by `s_i` divides
+    #: its weight by `s_i`): each task's gradient is divided by its own
+    #: largest entry, and `gram_weights` gets the Gram matrix of those and the
+    #: `(T,)` divisors as the keyword argument `scale`, and returns weights
+    #: for the undivided gradients. Gradients of any sizes, even 1e30 apart,
+    #: then give a Gram matrix float32 holds.
+    scale_aware_weights = False
 
     def __init__(self, mode="params", gradient_dtype="float32", **kwargs):
         super().__init__(**kwargs)
@@ -111,10 +132,25 @@ class GradientWeighting(Weighting):
             task's gradient `grads[0]`, and the `(T,)` task weights.
         """
         flat = ops.reshape(grads, (len(self.task_names), -1))
+        scale = None
+        if self.scale_free_weights or self.scale_aware_weights:
+            # Under tf.distribute each replica holds part of the batch and
+            # the Gram matrix is summed over replicas, so every replica must
+            # divide by the same number: the sum of the replicas' largest
+            # entries (at most N times the largest; any common scale will do,
+            # and a sum is the one reduction at hand).
+            if self.scale_aware_weights:  # one per task
+                largest = ops.max(ops.abs(flat), axis=1)
+            else:
+                largest = _largest_magnitude([flat])
+            if cross_replica_sum is not None:
+                largest = cross_replica_sum(largest)
+            scale = _usable(largest)
+            flat = flat / (scale[:, None] if self.scale_aware_weights else scale)
         gram = ops.matmul(flat, ops.transpose(flat))
         if cross_replica_sum is not None:
             gram = cross_replica_sum(gram)
-        weights = self._weights(gram, losses, counts, training)
+        weights = self._weights(gram, losses, counts, training, scale)
         return ops.tensordot(ops.cast(weights, grads.dtype), grads, axes=1), weights
 
     def combine_parts(self, parts, losses, counts=None, training=True, after=None):
@@ -148,16 +184,24 @@ class GradientWeighting(Weighting):
             return _split(combined, shapes), weights
         after = after or (lambda value, fn: fn())
         spans = [_spans(tensor) for tensor in parts[0]]  # per variable
+        scale = divisor = None  # the parts are global: no reduction over replicas
+        if self.scale_aware_weights:
+            scale = ops.stack([_usable(_largest_magnitude(task)) for task in parts])
+            divisor = scale[:, None]
+        elif self.scale_free_weights:
+            scale = divisor = _usable(_largest_magnitude([p for task in parts for p in task]))
 
         def add_block(gram, k, span):
             block = _block(parts, k, span)
+            if divisor is not None:
+                block = block / divisor
             return gram + ops.matmul(block, ops.transpose(block))
 
         gram = ops.zeros((len(parts), len(parts)), "float32")
         for k, variable_spans in enumerate(spans):
             for span in variable_spans:
                 gram = after(gram, lambda: add_block(gram, k, span))  # noqa: B023 (called at once)
-        weights = self._weights(gram, losses, counts, training)
+        weights = self._weights(gram, losses, counts, training, scale)
         combined, previous = [], weights
         for k, variable_spans in enumerate(spans):
             pieces = []
@@ -169,8 +213,14 @@ class GradientWeighting(Weighting):
             combined.append(ops.reshape(vector, parts[0][k].shape))
         return combined, weights
 
-    def _weights(self, gram, losses, counts, training):
-        weights = self.gram_weights(gram, self.stack(losses), self.labelled(counts), training)
+    def _weights(self, gram, losses, counts, training, scale=None):
+        arguments = (gram, self.stack(losses), self.labelled(counts), training)
+        if self.scale_aware_weights:
+            if scale is None:
+                scale = ops.ones((len(self.task_names),))
+            weights = self.gram_weights(*arguments, scale=scale)
+        else:
+            weights = self.gram_weights(*arguments)
         weights = ops.cast(ops.stop_gradient(weights), "float32")
         if training:
             self.task_weights.assign(weights)
@@ -215,7 +265,8 @@ class GradientWeighting(Weighting):
         """Weights `(T,)` of the combination `Σ_i w_i g_i`, from `G Gᵀ`.
 
         Args:
-            gram: `(T, T)` Gram matrix of the task gradients.
+            gram: `(T, T)` Gram matrix of the task gradients; divided by a
+                common positive scale when `scale_free_weights` is True.
             losses: `(T,)` task losses.
             labelled: `(T,)` booleans, False for tasks without labels in
                 the batch (their gradient is 0).
@@ -246,6 +297,21 @@ def _spans(tensor):
     (flattened) that cover it: one for all but the largest variables."""
     size = math.prod(tensor.shape)
     return [(start, min(start + BLOCK_SIZE, size)) for start in range(0, size, BLOCK_SIZE)]
+
+
+def _largest_magnitude(tensors):
+    """The largest `|x|` over the entries of `tensors` (float32 scalar), by
+    two reductions each (no `abs` copy of a variable's gradients)."""
+    return ops.max(ops.stack([
+        ops.cast(ops.maximum(ops.max(t), -ops.min(t)), "float32") for t in tensors
+    ]))
+
+
+def _usable(scale):
+    """`scale`, or 1 where it is 0 (all gradients zero: nothing to scale) or
+    not finite (a non-finite gradient: the methods then see the Gram matrix
+    they always saw, and the step is non-finite anyway)."""
+    return ops.where(ops.logical_and(ops.isfinite(scale), ops.greater(scale, 0.0)), scale, 1.0)
 
 
 def _block(parts, k, span):

@@ -34,7 +34,9 @@ Tasks without labels in the batch, and tasks whose gradient is exactly 0
 be negative, as in the paper. A near-zero, non-zero gradient keeps its place
 and can take most of the weight (equal projections on its direction require
 it, so the update is then small); results stay finite since the Gram matrix
-is scaled to a largest diagonal of 1 first.
+is that of the gradients divided by their largest entry, scaled to a largest
+diagonal of 1: gradients of any float32 size give the same weights (see
+`_gram`).
 """
 
 import keras
@@ -100,6 +102,7 @@ class IMTL(GradientWeighting):
     registry_name = "imtl"
     aliases = ("imtl_g",)
     paper = "Liu et al., ICLR 2021 (IMTL-G)"
+    scale_free_weights = True
 
     supported_modes = ("params", "representation")
 

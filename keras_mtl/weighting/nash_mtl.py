@@ -15,15 +15,28 @@ the strictly convex `phi(alpha) = ½ alphaᵀ (G Gᵀ) alpha - sum_i log alpha_i
 It is solved in cosine units: with `n_i = ||g_i||`, `C = D⁻¹ G Gᵀ D⁻¹`
 (`D = diag(n)`, `C_ij = cos(g_i, g_j)`) and `alpha_i = beta_i / n_i`, the
 equation becomes `C beta = 1 / beta`, free of the gradients' scale (tiny or
-huge gradients stay in float32 range). From `beta = b 1` with the best
-scalar `b = sqrt(T / 1ᵀC1)`, `max_iterations` Newton steps
-`delta = -(C + diag(1/beta²))⁻¹ (C beta - 1/beta)` follow (fewer once a
-step moves `beta` by less than `1e-6` relative: converged), each with a line
-search: the step size among 1, 1/2, ..., 1/512 and 0 with the lowest residual
-`||C beta - 1/beta||²` while keeping `beta > 0` (the Newton step is a
-descent direction of the residual, whose Jacobian, `phi`'s Hessian, is
-positive definite). So the residual never increases and `beta` stays
-positive. Typical inputs converge in 3 to 6 iterations.
+huge gradients stay in range); this `T × T` problem is solved in float64
+(float32 on JAX unless `jax_enable_x64` is set). Newton steps
+`delta = -(C + diag(1/beta²))⁻¹ (C beta - 1/beta)` (at most
+`max_iterations`, fewer once a step moves `beta` by less than `1e-6`
+relative: converged), each with a line search: the step size among 1, 1/2,
+..., 1/512 and 0 with the lowest residual `||C beta - 1/beta||²` while
+keeping `beta > 0` (the Newton step is a descent direction of the residual,
+whose Jacobian, `phi`'s Hessian, is positive definite). So the residual
+never increases and `beta` stays positive.
+
+Newton runs twice. First on `C + 1e-6 I` (a ridge, which always has a
+solution: see the degenerate cases below) from `beta = b 1` with the best
+scalar `b`; then on `C` itself from that solution. Where the paper's
+equation has a solution, both take a few steps (at most 7 on the tests'
+inputs); where it has none, the second runs all `max_iterations`. The
+second result is kept when it meets the equation at least as well
+(`max_i |beta_i (C beta)_i - 1|`) with every `beta_i <= 1000`, the ridge's
+own bound; otherwise the ridged one. So the ridge changes nothing where the
+equation is solvable with `beta_i <= 1000`: full-rank inputs get
+`alpha_i (G Gᵀ alpha)_i = 1` to the rounding of the float32 weights returned
+(below 1e-6 on the tests' inputs, where the ridge alone, solved in float32,
+left up to 3e-5).
 
 Degenerate gradients (LibMTL's solver stops at its starting point on
 identical gradients; this one returns the exact solution):
@@ -33,19 +46,22 @@ identical gradients; this one returns the exact solution):
   gradient (`g`);
 - parallel gradients `g_i = c_i u` (`c_i > 0`, `||u|| = 1`):
   `alpha_i = 1 / (sqrt(T) c_i)`, `d = sqrt(T) u`;
-- a task whose gradient is 0 (`||g||² < 1.2e-38`, float32's smallest normal
-  number: TensorFlow flushes smaller Gram entries to zero on CPU anyway), or
-  without labels in the batch: the equation has no solution for it
-  (`0 = 1/alpha_i`) and any weight gives the same `d`; it gets weight 0 and
-  the system is solved for the other tasks. Near-zero gradients above that
-  get large, finite weights (`alpha_i ~ 1/||g_i||`);
-- a Gram matrix with infinite entries (gradients beyond float32's range):
-  those tasks get weight 0;
+- a task whose gradient is 0, or without labels in the batch: the equation
+  has no solution for it (`0 = 1/alpha_i`) and any weight gives the same
+  `d`; it gets weight 0 and the system is solved for the other tasks.
+  Each task's gradient is divided by its own largest entry before the Gram
+  matrix is formed (`scale_aware_weights`; the weights are corrected for
+  it), so every other finite gradient, however tiny or huge and however
+  far from the others in size (1e-20 and 1e20 alike), counts and gets its
+  weight `alpha_i ~ 1/||g_i||`;
+- a non-finite gradient (its Gram entries are not finite): that task gets
+  weight 0, and the step's non-finite loss or gradient stops training;
 - gradients with a conic combination of zero (e.g. two opposite gradients):
-  the exact problem has no solution (`phi` is unbounded below). A ridge of
-  `1e-6` on `C`'s diagonal keeps it bounded: the weights are then large but
-  finite (`beta <= 1000`). On full-rank inputs the ridge moves the solution
-  by about `1e-6` relative.
+  the exact problem has no solution (`phi` is unbounded below), and
+  Newton's method on it runs away; the ridged solution is kept, whose
+  weights are large but finite (`beta ≈ 1000` on two opposite gradients).
+  Gradients with a conic combination close to zero have an exact solution
+  with some `beta_i > 1000`; they get the ridged one too.
 
 No task active: all weights 0.
 
@@ -65,13 +81,16 @@ backward pass anyway; reusing saves the solve.
 official code's `clip_grad_norm_(shared_parameters, max_norm)` (its default
 1.0; here 0, off, since `||d|| = sqrt(T)` already).
 
-Deviation from the official code: it solves the system for `G Gᵀ / ||G Gᵀ||_F`
-(for cvxpy's conditioning), which multiplies its weights by
-`||G Gᵀ||_F ** ½`; here the weights solve the paper's equation itself, so
-the step's size does not grow with the gradients' (use an optimiser
-learning rate accordingly). The official code also solves a sequence of
-convex approximations (CCP, 20 iterations); Newton's method on `phi` reaches
-the same fixed point.
+The official code (github.com/AvivNavon/nash-mtl, `NashMTL` in
+`methods/weight_methods.py`; LibMTL's `Nash_MTL` is a copy) solves the same,
+unnormalised equation: for cvxpy's conditioning it divides `G Gᵀ` by its
+Frobenius norm `N` but multiplies `alpha` by `N` in its constraints
+`-log(alpha_i N) - log((G Gᵀ / N) alpha)_i <= 0`, i.e.
+`alpha_i (G Gᵀ alpha)_i >= 1`. It reaches the fixed point by a sequence of
+convex approximations (CCP: at most 20 ECOS solves, warm-started from the
+previous step's `alpha`, stopping once `||(G Gᵀ / N) alpha - 1/alpha|| <
+1e-3` or `alpha` moves by less than `1e-6`); Newton's method on `phi`
+reaches the same fixed point, to round-off.
 
 Modes:
 
@@ -95,13 +114,14 @@ from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Choice
 
-#: Ridge on the cosine matrix's diagonal (see the module docstring).
+#: Ridge on the cosine matrix's diagonal, for inputs whose exact solution
+#: is unbounded (see the module docstring): it keeps `beta <~ 1/sqrt(_RIDGE)`.
 _RIDGE = 1e-6
 #: float32's smallest normal number: TensorFlow flushes smaller (denormal)
 #: Gram entries to zero on CPU, so a squared norm below it counts as zero.
 _TINY = 1.1754944e-38
 #: Newton stops once a step moves `beta` by less than this (relative, L1):
-#: it converges quadratically, so the residual is then at float32 round-off.
+#: it converges quadratically, so the residual is then at round-off.
 _STOP = 1e-6
 #: Line-search step sizes: 1, 1/2, ..., 1/512, then 0 (stay).
 _STEPS = [2.0**-k for k in range(10)] + [0.0]
@@ -110,48 +130,67 @@ _STEPS = [2.0**-k for k in range(10)] + [0.0]
 @compiled
 def nash_weights(gram, active, iterations):
     """`alpha` with `(gram alpha)_i = 1 / alpha_i` over the `active` tasks
-    (`alpha_i = 0` elsewhere); see the module docstring."""
+    (`alpha_i = 0` elsewhere), float32; see the module docstring."""
     gram = ops.convert_to_tensor(gram, "float32")
     n = gram.shape[0]
     active = ops.logical_and(active, ops.greater_equal(ops.diagonal(gram), _TINY))
-    mask = ops.cast(active, "float32")
+    # The T × T problem is solved in float64: it costs nothing, and float32
+    # alone leaves residuals of ~1e-5 on ill-conditioned inputs.
+    gram = ops.cast(gram, "float64")
+    mask = ops.cast(active, "float64")
     pair = mask[:, None] * mask[None, :]
-    eye = ops.eye(n, dtype="float32")
+    eye = ops.eye(n, dtype="float64")
     norms = ops.sqrt(ops.where(active, ops.diagonal(gram), 1.0))
     # Divided one norm at a time: n_i n_j may underflow where g_ij / n_i does not.
     cosines = ops.clip(gram / norms[:, None] / norms[None, :], -1.0, 1.0)
     cosines = ops.where(pair > 0, cosines, 0.0)
     # Inactive tasks decouple (C_ii = 1): their beta is solved alone and dropped.
-    c = ops.where(ops.cast(eye, "bool"), 1.0 + _RIDGE, cosines)
-    count = ops.sum(mask)
-    scalar = ops.sqrt(ops.divide_no_nan(count, ops.sum(c * pair)))
-    beta = ops.where(active, scalar, 1.0)
-    steps = ops.convert_to_tensor(_STEPS, "float32")[:, None]
+    c = ops.where(ops.cast(eye, "bool"), 1.0, cosines)
+    steps = ops.convert_to_tensor(_STEPS, "float64")[:, None]
 
-    def merit(b):
-        # ||C b - 1/b||², infinite outside b > 0. (phi itself cannot be
-        # compared in float32 once its decrease falls below its rounding.)
-        safe = ops.where(b > 0, b, 1.0)
-        value = ops.sum(ops.square(ops.matmul(safe, c) - 1.0 / safe), axis=-1)
-        feasible = ops.logical_and(ops.all(b > 0, axis=-1), ops.isfinite(value))
-        return ops.where(feasible, value, float("inf"))
+    def solve(c, beta):
+        """Damped Newton for `c beta = 1 / beta` from `beta > 0`."""
 
-    def newton_step(beta):
-        residual = ops.matmul(c, beta) - 1.0 / beta
-        hessian = c + eye / ops.square(beta)[None, :]
-        # The Hessian is positive definite; an eigendecomposition (not
-        # `solve`, which raises on a matrix float32 rounds to singular)
-        # with clamped eigenvalues gives the Newton step.
-        values, vectors = ops.eigh(hessian)
-        values = ops.maximum(values, 1e-7 * ops.max(values))
-        delta = -ops.matmul(vectors, ops.matmul(residual, vectors) / values)
-        # Should float32 still fail, the step size 0 (stay) wins.
-        delta = ops.where(ops.isfinite(delta), delta, 0.0)
-        candidates = beta[None, :] + steps * delta[None, :]
-        return ops.take(candidates, ops.argmin(merit(candidates)), axis=0)
+        def merit(b):
+            # ||c b - 1/b||², infinite outside b > 0. (phi itself cannot be
+            # compared once its decrease falls below its rounding.)
+            safe = ops.where(b > 0, b, 1.0)
+            value = ops.sum(ops.square(ops.matmul(safe, c) - 1.0 / safe), axis=-1)
+            feasible = ops.logical_and(ops.all(b > 0, axis=-1), ops.isfinite(value))
+            return ops.where(feasible, value, float("inf"))
 
-    beta = iterate(newton_step, beta, iterations, _STOP)
-    return ops.where(active, beta / norms, 0.0)
+        def newton_step(beta):
+            residual = ops.matmul(c, beta) - 1.0 / beta
+            hessian = c + eye / ops.square(beta)[None, :]
+            # The Hessian is positive definite; an eigendecomposition (not
+            # `solve`, which raises on a matrix rounded to singular) with
+            # clamped eigenvalues gives the Newton step.
+            values, vectors = ops.eigh(hessian)
+            values = ops.maximum(values, 1e-7 * ops.max(values))
+            delta = -ops.matmul(vectors, ops.matmul(residual, vectors) / values)
+            # Should that still fail, the step size 0 (stay) wins.
+            delta = ops.where(ops.isfinite(delta), delta, 0.0)
+            candidates = beta[None, :] + steps * delta[None, :]
+            return ops.take(candidates, ops.argmin(merit(candidates)), axis=0)
+
+        return iterate(newton_step, beta, iterations, _STOP)
+
+    def residual(beta):
+        """`max_i |beta_i (C beta)_i - 1|` over the active tasks."""
+        return ops.max(ops.abs(beta * ops.matmul(c, beta) - 1.0) * mask)
+
+    # First with the ridge (always solvable), from the best scalar start.
+    ridged_c = c + _RIDGE * eye
+    scalar = ops.sqrt(ops.divide_no_nan(ops.sum(mask), ops.sum(ridged_c * pair)))
+    ridged = solve(ridged_c, ops.where(active, scalar, 1.0))
+    # Then the paper's equation itself, from there: a few Newton steps when
+    # it has a solution. It is kept if it meets the equation better and
+    # within the ridge's bound on beta; otherwise the ridged solution.
+    exact = solve(c, ridged)
+    bounded = ops.all(exact * mask <= _RIDGE**-0.5)
+    better = ops.less_equal(residual(exact), residual(ridged))
+    beta = ops.where(ops.logical_and(bounded, better), exact, ridged)
+    return ops.cast(ops.where(active, beta / norms, 0.0), "float32")
 
 
 @register
@@ -167,7 +206,8 @@ class NashMTL(GradientWeighting):
         mode: `"params"` or `"representation"`.
         update_every: Recompute the weights every this many training steps
             (an integer >= 1); in between, the last weights are reused.
-        max_iterations: Newton iterations of the solver (an integer >= 1).
+        max_iterations: The most Newton iterations of each of the
+            solver's two runs (an integer >= 1; see the module docstring).
         max_norm: If > 0, the combined gradient's norm is clipped to it.
         **kwargs: Base layer arguments (`name`, ...).
 
@@ -187,6 +227,7 @@ class NashMTL(GradientWeighting):
     aliases = ("nash",)
     paper = "Navon et al., ICML 2022"
     search_space = {"update_every": Choice((1, 5, 25))}
+    scale_aware_weights = True
 
     def __init__(self, mode="params", update_every=1, max_iterations=20, max_norm=0.0, **kwargs):
         super().__init__(mode=mode, **kwargs)
@@ -237,23 +278,36 @@ class NashMTL(GradientWeighting):
         self.step.assign(self.step + 1)
         return super().reuse(keras.tree.map_structure(lambda p: p * scale, combined), weights * scale)
 
-    def gram_weights(self, gram, losses, labelled, training):
+    def gram_weights(self, gram, losses, labelled, training, scale=None):
+        # `gram` is that of the task gradients each divided by its `scale`
+        # (so float32 holds it for gradients of any sizes). With D = diag(scale)
+        # the real Gram matrix is D gram D, and alpha' solving
+        # gram alpha' = 1 / alpha' gives the real solution alpha = alpha' / scale;
+        # that is what is stored and returned.
         gram = ops.convert_to_tensor(gram, "float32")
+        if scale is None:
+            scale = ops.ones_like(ops.diagonal(gram))
+        scale = ops.convert_to_tensor(scale, "float32")
         active = ops.logical_and(labelled, ops.isfinite(ops.diagonal(gram)))
+
+        def solve():
+            return nash_weights(gram, active, self.max_iterations) / scale
+
         if training:
             alpha = ops.cond(
                 self._due(active),
-                lambda: nash_weights(gram, active, self.max_iterations),
+                solve,
                 lambda: ops.convert_to_tensor(self.nash_alpha) + 0.0,
             )
             self.nash_alpha.assign(alpha)
             self.step.assign(self.step + 1)
         else:
-            alpha = nash_weights(gram, active, self.max_iterations)
+            alpha = solve()
         alpha = ops.where(labelled, alpha, 0.0)
         if self.max_norm > 0:
             finite = ops.where(ops.isfinite(gram), gram, 0.0)  # weight 0 there
-            norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(finite, alpha) * alpha), 0.0))
+            scaled = alpha * scale  # ||d||^2 = alpha^T D gram D alpha
+            norm = ops.sqrt(ops.maximum(ops.sum(ops.matmul(finite, scaled) * scaled), 0.0))
             alpha = self._clip(alpha, norm)
         return alpha
 

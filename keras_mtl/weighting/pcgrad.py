@@ -27,7 +27,9 @@ non-conflicting) gradients are left alone: the update is their sum, `T`
 times their mean. A near-zero but non-zero conflicting gradient is projected
 on like any other (the projection does not depend on its length); its
 coefficient `C_ij` is then large but the update stays finite, since the
-Gram matrix is first scaled to a largest diagonal of 1.
+Gram matrix is that of the gradients divided by their largest entry, scaled
+to a largest diagonal of 1: gradients of any float32 size give the same
+weights (see `_gram`).
 """
 
 import keras
@@ -91,6 +93,7 @@ class PCGrad(GradientWeighting):
 
     registry_name = "pcgrad"
     paper = "Yu et al., NeurIPS 2020"
+    scale_free_weights = True
 
     supported_modes = ("params", "representation")
 

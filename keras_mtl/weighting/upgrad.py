@@ -31,8 +31,11 @@ fewer than `2 T`; every iterate is
 feasible, so a truncated run still gives a valid (non-negative) weighting.
 
 Degenerate gradients. A task without labels in the batch or with a zero
-gradient (`||g||² < 1.2e-38`, float32's smallest normal number), or with an
-infinite Gram entry, is left out: weight 0, and the mean runs over the
+gradient (`||g||² < 1.2e-38`, float32's smallest normal number, in the Gram
+matrix the method gets: that of the gradients divided by their largest
+entry, so gradients of any float32 size give the same weights and "zero"
+means ~1e19 times smaller than the largest), or with an infinite Gram entry
+(a non-finite gradient), is left out: weight 0, and the mean runs over the
 `T'` others. Identical gradients: `v^(i) = e_i` (a conflict-free problem),
 so the update is their mean. No task active: all weights 0.
 
@@ -138,6 +141,7 @@ class UPGrad(GradientWeighting):
 
     registry_name = "upgrad"
     paper = "Quinton & Rey, 2024 (torchjd)"
+    scale_free_weights = True
 
     def __init__(self, mode="params", regularization=1e-4, max_iterations=None, **kwargs):
         super().__init__(mode=mode, **kwargs)
