@@ -29,7 +29,8 @@ import pytest
 HERE = os.path.dirname(__file__)
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX backend only")
 
-DETERMINISTIC = ["mgda", "cagrad", "imtl", "aligned_mtl", "grad_norm", "nash_mtl", "upgrad"]
+DETERMINISTIC = ["mgda", "cagrad", "imtl", "aligned_mtl", "grad_norm", "nash_mtl", "upgrad",
+                 "dualproj", "config"]
 CASES = [f"{mode}:{m}" for mode in ("representation", "params") for m in DETERMINISTIC
          if f"{mode}:{m}" != "params:grad_norm"]
 RANDOM = ["representation:pcgrad", "params:pcgrad", "representation:grad_vac",

@@ -63,7 +63,7 @@ def test_an_always_negative_loss_trains(method):
     assert after_loss < before_loss, (before_loss, after_loss)
 
 
-@pytest.mark.parametrize("method", ["famo", "gls", "si", "stch"])
+@pytest.mark.parametrize("method", ["famo", "gls", "si", "stch", "imtl_l"])
 def test_log_methods_without_a_lower_bound_say_how_to_give_one(method):
     model = tiny_model(TASKS)
     model.compile(optimizer=keras.optimizers.SGD(0.05), weighting=method)

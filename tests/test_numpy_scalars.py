@@ -83,6 +83,7 @@ WEIGHTING_KWARGS = {
         "learning_rate": f32(0.125), "weight_decay": f64(0.001), "min_losses": {"a": f32(-0.5)},
     },
     "stch": {"mu": f32(0.5), "warmup_epochs": i64(2), "min_losses": {"b": f64(-1.0)}},
+    "imtl_l": {"initial_scale": f32(-0.5), "min_losses": {"a": i64(-1)}},
     "mgda": {"max_iterations": i64(10)},
     "pcgrad": {"seed": i64(3)},
     "cagrad": {"c": f32(0.5), "max_iterations": i64(10)},
@@ -93,6 +94,8 @@ WEIGHTING_KWARGS = {
     "grad_vac": {"beta": f32(0.5), "seed": i64(1)},
     "grad_drop": {"leak": f32(0.25), "seed": i64(2)},
     "upgrad": {"regularization": f32(1e-3), "max_iterations": i64(4)},
+    "dualproj": {"regularization": f64(1e-3), "max_iterations": i64(4)},
+    "config": {"rcond": f32(1e-4)},
 }
 
 

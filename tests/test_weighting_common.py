@@ -31,6 +31,7 @@ METHODS = {
     "famo": lambda: W.FAMO(learning_rate=0.1),
     # No warm-up before the nadir epoch: a two-epoch fit reaches STCH itself.
     "stch": lambda: W.SmoothTchebycheff(mu=0.5, warmup_epochs=0),
+    "imtl_l": lambda: W.IMTLL(),
 }
 
 
@@ -121,7 +122,7 @@ needs_tf = pytest.mark.skipif(
 )
 
 #: Methods whose state changes during training, and the callbacks they use.
-STATEFUL = ["static", "uncertainty", "dwa", "rlw", "famo", "stch"]
+STATEFUL = ["static", "uncertainty", "dwa", "rlw", "famo", "stch", "imtl_l"]
 CALLBACKS = {
     "static": lambda: [
         LossWeightScheduler(lambda epoch, w: {"a": 0.5 + epoch, "b": 2.0 / (1 + epoch)})
@@ -151,6 +152,7 @@ def callbacks_for(method):
         ("famo", W.FAMO),
         ("stch", W.SmoothTchebycheff),
         ("smooth_tchebycheff", W.SmoothTchebycheff),
+        ("imtl_l", W.IMTLL),
     ],
 )
 def test_get_resolves_names_and_aliases(name, cls):
@@ -194,6 +196,7 @@ def test_get_config_has_every_hyperparameter():
         "si": {"min_losses": None},
         "famo": {"learning_rate": 0.1, "weight_decay": 0.001, "min_losses": None},
         "stch": {"mu": 0.5, "warmup_epochs": 0, "min_losses": None},
+        "imtl_l": {"initial_scale": 0.0, "min_losses": None},
     }
     for method, hyper in expected.items():
         config = METHODS[method]().get_config()

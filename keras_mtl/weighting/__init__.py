@@ -15,11 +15,12 @@ Every method reports the weight it gives each task as the `weight_<task>`
 metric of training (not of `evaluate`): for a loss-level method, the weight of
 the task's loss in the total; for a gradient-level method, the coefficient
 `w_t` of the task's gradient in the shared update `Σ_t w_t g_t` (GradDrop,
-which masks signs rather than weighting, reports 1 per labelled task). A task with no label in a batch (its labelled count, which the model
-passes with the losses, is 0) is left out of the step: methods whose weights
-are state (`Static`, `InverseSize`, `Uncertainty`, `DynamicWeightAverage`)
-report that state, the others (whose weights depend on the step's losses or
-draws) report 0 for it.
+which masks signs rather than weighting, reports 1 per labelled task). A
+task with no label in a batch (its labelled count, which the model passes
+with the losses, is 0) is left out of the step: methods whose weights are
+state (`Static`, `InverseSize`, `Uncertainty`, `DynamicWeightAverage`,
+`IMTLL`) report that state, the others (whose weights depend on the step's
+losses or draws) report 0 for it.
 """
 
 from keras_mtl.weighting.base import Weighting
@@ -44,6 +45,7 @@ from keras_mtl.weighting.geometric_loss import GeometricLoss
 from keras_mtl.weighting.scale_invariant import ScaleInvariant
 from keras_mtl.weighting.famo import FAMO
 from keras_mtl.weighting.smooth_tchebycheff import SmoothTchebycheff
+from keras_mtl.weighting.imtl_l import IMTLL
 from keras_mtl.weighting.mgda import MGDA
 from keras_mtl.weighting.pcgrad import PCGrad
 from keras_mtl.weighting.cagrad import CAGrad
@@ -54,6 +56,8 @@ from keras_mtl.weighting.nash_mtl import NashMTL
 from keras_mtl.weighting.grad_vac import GradVac
 from keras_mtl.weighting.grad_drop import GradDrop
 from keras_mtl.weighting.upgrad import UPGrad
+from keras_mtl.weighting.dual_proj import DualProj
+from keras_mtl.weighting.conflict_free import ConFIG
 
 #: Short aliases from the literature.
 DWA = DynamicWeightAverage
@@ -64,7 +68,9 @@ STCH = SmoothTchebycheff
 __all__ = [
     "AlignedMTL",
     "CAGrad",
+    "ConFIG",
     "DWA",
+    "DualProj",
     "DynamicWeightAverage",
     "Equal",
     "FAMO",
@@ -75,6 +81,7 @@ __all__ = [
     "GradVac",
     "GradientWeighting",
     "IMTL",
+    "IMTLL",
     "InverseSize",
     "MGDA",
     "NashMTL",

@@ -2,7 +2,8 @@
 
 Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, "Towards Impartial Multi-task
 Learning", ICLR 2021. IMTL-G (the gradient half of IMTL; the loss half,
-IMTL-L, learns loss scales and is not implemented here) looks for weights
+IMTL-L, which learns loss scales, is `IMTLL`; the two cannot be combined in
+one `compile` yet) looks for weights
 `α` with `Σ_i α_i = 1` such that the update `g = Σ_i α_i g_i` has the same
 projection on every unit task gradient `u_i = g_i / ‖g_i‖`:
 

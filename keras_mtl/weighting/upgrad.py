@@ -62,17 +62,29 @@ from keras_mtl.weighting.registry import register
 _TINY = 1.1754944e-38
 
 
-@compiled
 def dual_cone_weights(gram, active, regularization, iterations):
     """`(T, T)`: row `i` is `v^(i) = argmin_{v >= e_i / T'} vᵀQv` for each
     active task `i` (0 for the others); see the module docstring."""
+    mask = ops.cast(active, "float32")
+    lower = ops.diag(ops.divide_no_nan(mask, ops.sum(mask)))  # e_i / T', active rows
+    return project_weights(gram, active, lower, regularization, iterations) * mask[:, None]
+
+
+@compiled
+def project_weights(gram, active, lower, regularization, iterations):
+    """`(K, T)`: row `k` is `argmin_{v >= lower[k]} vᵀQv`, the weights of the
+    projection of `Jᵀ lower[k]` onto the dual cone (torchjd's
+    `project_weights`); `Q` is the active tasks' Gram matrix divided by its
+    trace, plus `regularization * I`. `lower` (`(K, T)`, >= 0) must be 0 in
+    the columns of inactive tasks, whose weights are then 0. UPGrad solves
+    one problem per task, DualProj one for the mean."""
     gram = ops.convert_to_tensor(gram, "float32")
+    lower = ops.convert_to_tensor(lower, "float32")
     n = gram.shape[0]
     mask = ops.cast(active, "float32")
     eye = ops.eye(n, dtype="float32")
     masked = ops.where(mask[:, None] * mask[None, :] > 0, gram, 0.0)
     q = ops.divide_no_nan(masked, ops.sum(ops.diagonal(masked))) + regularization * eye
-    lower = eye * ops.divide_no_nan(mask, ops.sum(mask))[:, None]  # e_i / T', active rows
     c = ops.matmul(lower, q)  # the linear terms, one problem per row
     tolerance = 1e-6 * ops.max(ops.abs(c))
 
@@ -108,7 +120,7 @@ def dual_cone_weights(gram, active, regularization, iterations):
         (start, start, ops.convert_to_tensor(True)),
         maximum_iterations=iterations,
     )
-    return (lower + x) * mask[:, None]
+    return (lower + x) * mask[None, :]
 
 
 @register
