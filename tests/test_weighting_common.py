@@ -355,8 +355,16 @@ def _assert_same_run(model, method):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
 
 
-# Every method, stateless ones included: resuming must not depend on which.
-@pytest.mark.parametrize("method", sorted(METHODS))
+def stateful_first():
+    """Every method, stateless ones included (resuming must not depend on
+    which), those without state of their own in `make test-slow` only: for
+    them the run resumes the model's and optimizer's state, which every
+    stateful method's run resumes too."""
+    return [m if m in STATEFUL else pytest.param(m, marks=pytest.mark.slow)
+            for m in sorted(METHODS)]
+
+
+@pytest.mark.parametrize("method", stateful_first())
 def test_resume_after_load_model_equals_an_uninterrupted_run(method, tmp_path):
     x, y = data()
     split = tiny_model(METHODS[method](), run_eagerly=True)
@@ -385,7 +393,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", stateful_first())
 def test_backup_and_restore_resumes_an_interrupted_run_exactly(method, tmp_path):
     x, y = data()
     model = tiny_model(METHODS[method](), run_eagerly=True)
