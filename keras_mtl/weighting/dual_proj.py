@@ -63,16 +63,13 @@ Modes:
 import keras
 from keras import ops
 
-from keras_mtl.weighting.base import check_int
-from keras_mtl.weighting.base import check_number
-from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.registry import register
-from keras_mtl.weighting.upgrad import _TINY
+from keras_mtl.weighting.upgrad import UPGrad
 from keras_mtl.weighting.upgrad import project_weights
 
 
 @register
-class DualProj(GradientWeighting):
+class DualProj(UPGrad):
     """DualProj (GEM's projection, torchjd's aggregator): the mean of the
     task gradients, projected onto the dual cone of all of them.
 
@@ -104,28 +101,9 @@ class DualProj(GradientWeighting):
 
     registry_name = "dualproj"
     paper = "Lopez-Paz & Ranzato, NeurIPS 2017 (GEM); torchjd"
-    scale_free_weights = True
 
-    def __init__(self, mode="params", regularization=1e-4, max_iterations=None, **kwargs):
-        super().__init__(mode=mode, **kwargs)
-        self.regularization = check_number(
-            "regularization", regularization, minimum=0, exclusive=True
-        )
-        self.max_iterations = check_int("max_iterations", max_iterations, 1, optional=True)
-
-    def gram_weights(self, gram, losses, labelled, training):
-        gram = ops.convert_to_tensor(gram, "float32")
-        diagonal = ops.diagonal(gram)
-        active = ops.logical_and(labelled, ops.isfinite(diagonal))
-        active = ops.logical_and(active, ops.greater_equal(diagonal, _TINY))
+    def project(self, gram, active, iterations):
+        # One problem: the mean's weights u = 1/T' (over the active tasks) as lower bounds.
         mask = ops.cast(active, "float32")
-        mean = ops.divide_no_nan(mask, ops.sum(mask))[None, :]  # u = 1/T', one problem
-        iterations = self.max_iterations or 3 * len(self.task_names)
+        mean = ops.divide_no_nan(mask, ops.sum(mask))[None, :]
         return project_weights(gram, active, mean, self.regularization, iterations)[0]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "regularization": self.regularization,
-            "max_iterations": self.max_iterations,
-        }

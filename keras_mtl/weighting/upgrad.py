@@ -168,6 +168,12 @@ class UPGrad(GradientWeighting):
         active = ops.logical_and(labelled, ops.isfinite(diagonal))
         active = ops.logical_and(active, ops.greater_equal(diagonal, _TINY))
         iterations = self.max_iterations or 3 * len(self.task_names)
+        return self.project(gram, active, iterations)
+
+    def project(self, gram, active, iterations):
+        """The weights, from the Gram matrix and the active tasks: each
+        task's gradient projected onto the dual cone, summed (`DualProj`
+        projects the mean instead)."""
         rows = dual_cone_weights(gram, active, self.regularization, iterations)
         return ops.sum(rows, axis=0)
 
