@@ -129,12 +129,15 @@ def corral_minimizer(gram, corral):
     # `w ∝ (gram + 1 1ᵀ)⁻¹ 1`, and `gram + 1 1ᵀ` is positive definite on the
     # corral when its gradients are affinely independent (Wolfe's algorithm
     # keeps them so). Off the corral it is the identity, so `w_i = 0` there.
-    matrix = (gram + 1.0) * inside[:, None] * inside[None, :] + ops.diag(1.0 - inside)
     # Plus the dtype's epsilon on the diagonal, so that the matrix is never
     # exactly singular (torch's `solve` raises then). `solve`, not `eigh`:
-    # XLA's eigendecomposition is only accurate to ~1e-9 in float64.
+    # XLA's eigendecomposition is only accurate to ~1e-9 in float64. The
+    # identity times a vector, not `ops.diag`: Keras 3.10 builds `diag` on
+    # TensorFlow with a `tf.cond` that XLA (TF 2.19) cannot compile in a loop.
     epsilon = np.finfo(keras.backend.standardize_dtype(gram.dtype)).eps
-    matrix = matrix + epsilon * ops.eye(gram.shape[0], dtype=gram.dtype)
+    identity = ops.eye(gram.shape[0], dtype=gram.dtype)
+    matrix = (gram + 1.0) * inside[:, None] * inside[None, :]
+    matrix = matrix + identity * (1.0 - inside + epsilon)[None, :]
     solution = ops.solve(matrix, inside[:, None])[:, 0] * inside
     return solution / ops.sum(solution)
 
