@@ -20,11 +20,11 @@ def _dual(grads, c, w):
     return gw @ g0 + c * np.linalg.norm(g0) * np.linalg.norm(gw, axis=-1)
 
 
-def _update(grads, c, w, rescale=True):
+def _update(grads, c, w, rescale=1):
     g0 = grads.mean(0)
     gw = w @ grads
     d = g0 + c * np.linalg.norm(g0) / np.linalg.norm(gw) * gw
-    return d / (1 + c**2) if rescale else d
+    return d / {0: 1.0, 1: 1 + c**2, 2: 1 + c}[rescale]
 
 
 def _simplex_grid(num_tasks, steps):
@@ -33,7 +33,7 @@ def _simplex_grid(num_tasks, steps):
     return np.array([list(p) + [steps - sum(p)] for p in points], "float64") / steps
 
 
-@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("rescale", [0, 1, 2, True, False])
 def test_c_zero_gives_the_mean_gradient(rescale):
     grads = np.random.default_rng(0).normal(size=(3, 5))
     combined, weights = combine(built(CAGrad(c=0.0, rescale=rescale), ["a", "b", "c"]), grads)
@@ -106,16 +106,34 @@ def test_degenerate_gradients():
     # Identical gradients: g_w = g0, λ = c: d = (1 + c) g0 / (1 + c²).
     check_degenerate_inputs(lambda: CAGrad(c=0.4), mean_multiple=1.4 / 1.16)
     g = np.array([0.5, -1.0, 2.0])
-    combined, weights = combine(built(CAGrad(c=0.4, rescale=False), ["a", "b", "c"]), [g, g, g])
-    np.testing.assert_allclose(combined, 1.4 * g, rtol=1e-5)
+    for rescale, multiple in [(0, 1.4), (False, 1.4), (2, 1.0), (True, 1.4 / 1.16)]:
+        weighting = built(CAGrad(c=0.4, rescale=rescale), ["a", "b", "c"])
+        combined, weights = combine(weighting, [g, g, g])
+        np.testing.assert_allclose(combined, multiple * g, rtol=1e-5)
+
+
+def test_rescale_two_divides_the_official_update_by_one_plus_c():
+    # The official code's rescale=2 on two conflicting gradients: the dual
+    # solution of rescale=0, divided by 1 + c (not 1 + c²).
+    grads = np.array([[1.0, 0.0], [-0.5, 1.0]])
+    plain, plain_weights = combine(built(CAGrad(c=0.5, rescale=0)), grads)
+    halved, weights = combine(built(CAGrad(c=0.5, rescale=2)), grads)
+    np.testing.assert_allclose(halved, plain / 1.5, rtol=1e-6)
+    np.testing.assert_allclose(weights, plain_weights / 1.5, rtol=1e-6)
+    w = np.linspace(0.0, 1.0, 100_001)[:, None]
+    w = np.concatenate([w, 1 - w], axis=1)
+    best = w[np.argmin(_dual(grads, 0.5, w))]
+    np.testing.assert_allclose(halved, _update(grads, 0.5, best, rescale=2), rtol=1e-4, atol=1e-5)
 
 
 def test_config_round_trip():
-    check_config_round_trip(CAGrad(mode="representation", c=0.7, max_iterations=5, rescale=False))
+    check_config_round_trip(CAGrad(mode="representation", c=0.7, max_iterations=5, rescale=2))
     config = CAGrad().get_config()
     assert {k: config[k] for k in ("mode", "c", "max_iterations", "rescale")} == {
-        "mode": "params", "c": 0.4, "max_iterations": 20, "rescale": True,
+        "mode": "params", "c": 0.4, "max_iterations": 20, "rescale": 1,
     }
+    # A config saved with a boolean (before rescale=2 existed) still loads.
+    assert CAGrad.from_config({**config, "rescale": False}).rescale == 0
 
 
 @pytest.mark.parametrize(
@@ -125,7 +143,8 @@ def test_config_round_trip():
         ({"c": float("nan")}, r"argument `c`. Expected a float >= 0. Received: c=nan"),
         ({"c": "0.4"}, r"argument `c`. Expected a float >= 0. Received: c='0.4'"),
         ({"max_iterations": -1}, r"argument `max_iterations`. Expected an integer >= 0. Received: max_iterations=-1"),
-        ({"rescale": 1}, r"argument `rescale`. Expected a boolean. Received: rescale=1"),
+        ({"rescale": 3}, r"argument `rescale`. Expected one of \(0, 1, 2\) \(or a boolean: 1 or 0\). Received: rescale=3"),
+        ({"rescale": 1.0}, r"argument `rescale`. Expected one of .*Received: rescale=1.0"),
         ({"mode": "layers"}, r"argument `mode`.*Received: mode='layers'"),
     ],
 )

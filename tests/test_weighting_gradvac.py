@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from keras_mtl.weighting.grad_vac import GradVac
+from keras_mtl.weighting.grad_vac import variable_groups
 
 from gram_method_checks import check_scale_equivariance, drawn_orders
 from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
-from gradient_method_checks import combine, gram_weights, numpy
+from gradient_method_checks import combine, gram_weights, numpy, tiny_model, TASKS
 
 
 def _reference(grads, targets, beta, orders):
@@ -167,11 +168,118 @@ def test_config_round_trip():
         ({"seed": -1}, r"argument `seed`. Expected None or an integer >= 0. Received: seed=-1"),
         ({"seed": "0"}, r"argument `seed`. Expected None or an integer >= 0. Received: seed='0'"),
         ({"mode": "layers"}, r"argument `mode`.*Received: mode='layers'"),
+        ({"grouping": "block"}, r"argument `grouping`. Expected one of \('model', 'layer', "
+                                r"'variable'\). Received: grouping='block'"),
+        ({"grouping": "layer", "mode": "representation"},
+         r"argument `grouping`. grouping='layer' groups the shared variables' gradients, "
+         r"which only mode='params' has. Received: grouping='layer' with mode='representation'"),
     ],
 )
 def test_bad_hyperparameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GradVac(**kwargs)
+
+
+def _trunk_variables():
+    """A dense trunk's variables: 2 layers of a kernel and a bias each."""
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(2, name="first")(inputs)
+    trunk = keras.Model(inputs, keras.layers.Dense(2, name="second")(hidden))
+    return trunk.trainable_variables
+
+
+def test_groups_by_layer_or_by_variable():
+    variables = _trunk_variables()
+    assert [v.path for v in variables] == [
+        "first/kernel", "first/bias", "second/kernel", "second/bias"
+    ]
+    assert variable_groups(variables, "model") == [0, 0, 0, 0]
+    assert variable_groups(variables, "layer") == [0, 0, 1, 1]
+    assert variable_groups(variables, "variable") == [0, 1, 2, 3]
+
+
+def _grouped(grouping, names, variables, seed=42, beta=0.3):
+    weighting = GradVac(beta=beta, seed=seed, grouping=grouping)
+    weighting.build_shared(variables)
+    weighting.build({n: () for n in names})
+    return weighting
+
+
+@pytest.mark.parametrize("grouping, bounds", [
+    ("layer", [(0, 8), (8, 14)]),  # first: 3x2 + 2, second: 2x2 + 2
+    ("variable", [(0, 6), (6, 8), (8, 12), (12, 14)]),
+])
+def test_each_group_is_aligned_on_its_own_with_its_own_targets(grouping, bounds):
+    # Algorithm 1 on each group's slice of the gradients, with that group's
+    # targets and the orders drawn once per step for all groups (LibMTL).
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(7)
+    grads = rng.normal(size=(3, 14))
+    weighting = _grouped(grouping, names, _trunk_variables())
+    targets = rng.uniform(-0.5, 0.9, size=(len(bounds), 3, 3))
+    weighting.target_cosines.assign(targets)
+    for order in drawn_orders(42, 3, 3):
+        expected, new_targets = [], []
+        for k, (start, stop) in enumerate(bounds):
+            total, group_targets = _reference(grads[:, start:stop], targets[k], 0.3, order)
+            expected.append(total)
+            new_targets.append(group_targets)
+        combined, weights = combine(weighting, grads)
+        np.testing.assert_allclose(combined, np.concatenate(expected), rtol=1e-4, atol=1e-5)
+        targets = np.stack(new_targets)
+        np.testing.assert_allclose(numpy(weighting.target_cosines), targets, rtol=1e-5, atol=1e-6)
+    # The reported weight: each group's weight, by its number of parameters.
+    assert weights.shape == (3,) and np.all(np.isfinite(weights))
+
+
+def test_the_reported_weights_count_each_group_by_its_size():
+    # Two tasks, group 0 (8 parameters) conflicting, group 1 (6) not: with
+    # zero targets, group 0 is PCGrad ([2.0, 1.5] at 135°), group 1 the sum.
+    grads = np.zeros((2, 14))
+    grads[0, :2], grads[1, :2] = [1.0, 0.0], [-1.0, 1.0]
+    grads[0, 8:10], grads[1, 8:10] = [1.0, 0.0], [1.0, 1.0]
+    weighting = _grouped("layer", ["a", "b"], _trunk_variables(), beta=0.0)
+    combined, weights = combine(weighting, grads)
+    np.testing.assert_allclose(weights, [(8 * 2.0 + 6 * 1.0) / 14, (8 * 1.5 + 6 * 1.0) / 14],
+                               rtol=1e-6)
+    np.testing.assert_allclose(combined[:2], 2.0 * grads[0, :2] + 1.5 * grads[1, :2], rtol=1e-6)
+    np.testing.assert_allclose(combined[8:10], grads[0, 8:10] + grads[1, 8:10], rtol=1e-6)
+    # With one group the weights would be one pair for all parameters.
+    whole = built(GradVac(beta=0.0, seed=42))
+    _, whole_weights = combine(whole, grads)
+    assert not np.allclose(whole_weights, weights)
+
+
+def test_groups_need_the_shared_variables_before_build():
+    weighting = GradVac(grouping="layer")
+    with pytest.raises(ValueError, match=r"needs its shared variables before `build`"):
+        weighting.build({"a": (), "b": ()})
+    built_first = built(GradVac(grouping="model"))
+    built_first.build_shared(_trunk_variables())  # nothing to do for one group
+    with pytest.raises(ValueError, match=r"needs the trunk's variables when the model is compiled"):
+        GradVac(grouping="variable").build_shared([])
+
+
+def test_a_grouped_instance_refuses_another_trunk():
+    model = tiny_model(TASKS)
+    weighting = GradVac(grouping="layer", seed=0)
+    model.compile(optimizer="adam", weighting=weighting)
+    model.compile(optimizer="adam", weighting=weighting)  # the same trunk: fine
+    groups = max(variable_groups(model.trunk.trainable_variables, "layer")) + 1
+    assert weighting.target_cosines.shape == (groups, len(TASKS), len(TASKS))
+    other = tiny_model(TASKS)
+    other.trunk.add_weight(shape=(1,), name="extra")
+    with pytest.raises(ValueError, match=r"built for other shared variables"):
+        weighting.build_shared(other.trunk.trainable_variables)
+
+
+@pytest.mark.parametrize("grouping", ["layer", "variable"])
+def test_grouped_fit_save_and_load(grouping, tmp_path):
+    model, history = check_fit_save_load(GradVac(beta=0.5, seed=1, grouping=grouping), tmp_path)
+    targets = numpy(model.weighting.target_cosines)
+    groups = max(variable_groups(model.trunk.trainable_variables, grouping)) + 1
+    assert targets.shape == (groups, len(TASKS), len(TASKS)) and groups > 1
+    assert np.all(np.isfinite(targets)) and np.any(targets != 0)
 
 
 @pytest.mark.parametrize("mode", FIT_SAVE_LOAD_MODES)

@@ -280,6 +280,8 @@ def _resolve_weighting(model, weighting):
         )
     if weighting.level == "gradient":
         _check_gradient_weighting(model, weighting)
+    if weighting.level == "gradient" and weighting.mode == "params":
+        weighting.build_shared(model.trunk.trainable_variables)
     if weighting.task_names is None:  # not built yet (or just deserialised)
         weighting.build({n: () for n in model.task_names})
     elif list(weighting.task_names) != model.task_names:

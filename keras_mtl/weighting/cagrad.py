@@ -13,10 +13,12 @@ and the update is
 
     d = g0 + sqrt(φ) / ‖g_w*‖ · g_w*,
 
-divided by `1 + c²` when `rescale` is True (the official code's default,
-`rescale=1`). So the weights of the task gradients are
-`(1/T + λ w*_i) / (1 + c²)` with `λ = c ‖g0‖ / ‖g_w*‖`; `c = 0` gives the
-mean gradient.
+divided by `1 + c²` (`rescale=1`, the official code's default), by `1 + c`
+(`rescale=2`) or by nothing (`rescale=0`), the official code's three
+options (LibMTL's `CAGrad_rescale`). So with `rescale=1` the weights of the
+task gradients are `(1/T + λ w*_i) / (1 + c²)` with `λ = c ‖g0‖ / ‖g_w*‖`;
+`c = 0` gives the mean gradient whatever `rescale`. `True` and `False` are
+taken for 1 and 0 (files saved before the third option hold them).
 
 Solver: all dot products come from the Gram matrix (`g_i·g0 = (G b)_i`,
 `‖g_w‖² = wᵀ G w` with `b` the uniform weights), and the convex dual is
@@ -38,12 +40,15 @@ Robustness and deviations:
   dual then leans on it and its weight `λ w*_i` is large, while the update
   stays in the ball (`‖d - g0‖ = c ‖g0‖`), so it is finite;
 - identical gradients: every `w` is optimal, the weights stay uniform,
-  `λ = c` and `d = (1 + c) / (1 + c²) · g0` (`(1 + c) g0` without rescaling);
+  `λ = c` and `d = (1 + c) / (1 + c²) · g0` (`(1 + c) g0` with `rescale=0`,
+  `g0` itself with `rescale=2`);
 - the weights do not depend on the gradients' common scale: the Gram matrix
   is that of the gradients divided by their largest entry, scaled to a
   largest diagonal of 1, so gradients of any float32 size give finite
   weights, the same as at size 1 (see `_gram`).
 """
+
+import numbers
 
 import keras
 from keras import ops
@@ -59,6 +64,9 @@ from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Float
 
 _TINY = 1e-12
+#: The official code's `rescale` options: divide the update by nothing,
+#: by `1 + c²`, or by `1 + c`.
+RESCALES = (0, 1, 2)
 
 
 def segment_step(slope, radius, a, b, c, largest):
@@ -139,8 +147,9 @@ class CAGrad(GradientWeighting):
             norm (a float >= 0; 0 gives the mean gradient).
         max_iterations: Pairwise Frank-Wolfe steps for the dual (an integer
             >= 0).
-        rescale: Whether to divide the update by `1 + c²` (the official
-            default).
+        rescale: What the update is divided by, as in the official code:
+            `1` (the default): `1 + c²`; `2`: `1 + c`; `0`: nothing.
+            `True` / `False` mean 1 / 0.
         **kwargs: Base layer arguments.
 
     Example:
@@ -161,16 +170,16 @@ class CAGrad(GradientWeighting):
 
     supported_modes = ("params", "representation")
 
-    def __init__(self, mode="params", c=0.4, max_iterations=20, rescale=True, **kwargs):
+    def __init__(self, mode="params", c=0.4, max_iterations=20, rescale=1, **kwargs):
         super().__init__(mode=mode, **kwargs)
         self.c = check_number("c", c, minimum=0)
         self.max_iterations = check_int("max_iterations", max_iterations)
-        if not isinstance(rescale, bool):
+        if not isinstance(rescale, numbers.Integral) or rescale not in RESCALES:
             raise ValueError(
-                "Invalid value received for argument `rescale`. Expected a "
-                f"boolean. Received: rescale={rescale!r}"
+                "Invalid value received for argument `rescale`. Expected one of "
+                f"{RESCALES} (or a boolean: 1 or 0). Received: rescale={rescale!r}"
             )
-        self.rescale = rescale
+        self.rescale = int(rescale)
 
     def gram_weights(self, gram, losses, labelled, training):
         active = active_tasks(gram, labelled)
@@ -183,7 +192,7 @@ class CAGrad(GradientWeighting):
         dual_norm = ops.sqrt(ops.maximum(ops.sum(weights * ops.matmul(gram, weights)), 0.0))
         weights = mean_weights + ops.divide_no_nan(radius, dual_norm) * weights
         if self.rescale:
-            weights = weights / (1.0 + self.c**2)
+            weights = weights / (1.0 + (self.c**2 if self.rescale == 1 else self.c))
         return weights * ops.cast(active, gram.dtype)
 
     def get_config(self):

@@ -174,10 +174,11 @@ class GradientWeighting(Weighting):
         formed on its own, so that nothing but the per-task gradients is
         held at once, and a `(T, piece)` float32 block at a time (the memory
         the params mode needs): `after` keeps a graph executor from building
-        every block at once. A method that overrides `combine` gets the
-        stacked matrix.
+        every block at once. A method that overrides `combine`, and not
+        this, gets the stacked matrix.
         """
-        if type(self).combine is not GradientWeighting.combine:
+        overridden = type(self).combine is not GradientWeighting.combine
+        if overridden and type(self).combine_parts is GradientWeighting.combine_parts:
             shapes = [p.shape for p in parts[0]]
             flat = ops.stack([_flatten(p) for p in parts])
             combined, weights = self.combine(flat, losses, counts, training=training)
@@ -225,6 +226,14 @@ class GradientWeighting(Weighting):
         if training:
             self.task_weights.assign(weights)
         return weights
+
+    def build_shared(self, variables):
+        """Called by `MultiTaskModel.compile` in params mode with the trunk's
+        trainable variables, in the order of the per-task gradients' parts,
+        before `build` (and again at every compile). Methods that treat the
+        shared variables in groups (GradVac's `grouping`) record the groups
+        here, and `build` creates their per-group state; by default
+        nothing."""
 
     def reuse_plan(self, losses, counts=None):
         """Whether this training step needs the per-task gradients.
