@@ -13,6 +13,7 @@ import weakref
 import keras
 
 from keras_mtl import weighting as weighting_lib
+from keras_mtl.models import trunk as trunk_lib
 from keras_mtl.models.step_checks import StepChecks
 from keras_mtl.models.trackers import TaskLossMean
 from keras_mtl.models.trackers import TaskWeightsMean
@@ -280,8 +281,8 @@ def _resolve_weighting(model, weighting):
         )
     if weighting.level == "gradient":
         _check_gradient_weighting(model, weighting)
-    if weighting.level == "gradient" and weighting.mode == "params":
-        weighting.build_shared(model.trunk.trainable_variables)
+    if weighting.level == "gradient":
+        weighting.build_shared(model.trunk.trainable_variables, _representation_shape(model))
     if weighting.task_names is None:  # not built yet (or just deserialised)
         weighting.build({n: () for n in model.task_names})
     elif list(weighting.task_names) != model.task_names:
@@ -294,6 +295,14 @@ def _resolve_weighting(model, weighting):
     # keep its model alive.
     weighting._keras_mtl_owner = weakref.ref(model)
     return weighting
+
+
+def _representation_shape(model):
+    """The shape of one example's shared `z` (`None` entries where it
+    varies), or None for per-task representations."""
+    if not model.shares_representation:
+        return None
+    return tuple(trunk_lib.trunk_output(model.trunk).shape[1:])
 
 
 def _check_gradient_weighting(model, weighting):

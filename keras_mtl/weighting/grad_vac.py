@@ -180,7 +180,7 @@ class GradVac(GradientWeighting):
             name="target_cosines", shape=shape, initializer="zeros", trainable=False
         )
 
-    def build_shared(self, variables):
+    def build_shared(self, variables, representation_shape=None):
         if self.grouping == "model":
             return
         groups = variable_groups(variables, self.grouping)

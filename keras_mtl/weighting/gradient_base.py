@@ -227,13 +227,22 @@ class GradientWeighting(Weighting):
             self.task_weights.assign(weights)
         return weights
 
-    def build_shared(self, variables):
-        """Called by `MultiTaskModel.compile` in params mode with the trunk's
-        trainable variables, in the order of the per-task gradients' parts,
-        before `build` (and again at every compile). Methods that treat the
-        shared variables in groups (GradVac's `grouping`) record the groups
-        here, and `build` creates their per-group state; by default
-        nothing."""
+    def build_shared(self, variables, representation_shape=None):
+        """What the method combines gradients of, before `build`.
+
+        `MultiTaskModel.compile` calls it (at every compile, before `build`
+        where the method is not built yet), so that methods whose state is
+        shaped by the shared part create it in `build`: per group of
+        variables (GradVac's `grouping`), or per shared parameter (ExcessMTL's
+        accumulators). By default nothing.
+
+        Args:
+            variables: The trunk's trainable variables, in the order of the
+                per-task gradients' parts in params mode.
+            representation_shape: The shape of one example's shared `z`
+                (`None` where it varies; representation mode), or None for
+                trunks with per-task representations.
+        """
 
     def reuse_plan(self, losses, counts=None):
         """Whether this training step needs the per-task gradients.
