@@ -29,7 +29,10 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_architectures_task_norm.py tests/test_architectures_soft_sharing.py \
 	tests/test_negative_losses.py tests/test_custom_weighting.py tests/test_keras_compat.py \
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py \
-	tests/test_mixed_precision.py tests/test_several_inputs.py tests/test_backbones_molecules.py
+	tests/test_mixed_precision.py tests/test_several_inputs.py tests/test_backbones_molecules.py \
+	tests/test_weighting_fairgrad.py tests/test_weighting_db_mtl.py \
+	tests/test_weighting_excess_mtl.py tests/test_weighting_moco.py \
+	tests/test_architectures_dselect_k.py
 
 # The fast TensorFlow suite runs in two pytest-xdist processes (one per core
 # here; much of a test is single-threaded tracing), a test file per process

@@ -26,13 +26,16 @@ import keras
 import numpy as np
 import pytest
 
+import keras_mtl
+
 HERE = os.path.dirname(__file__)
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX backend only")
 
 DETERMINISTIC = ["mgda", "cagrad", "imtl", "aligned_mtl", "grad_norm", "nash_mtl", "upgrad",
-                 "dualproj", "config"]
+                 "dualproj", "config", "fairgrad", "excess_mtl", "db_mtl", "moco"]
 CASES = [f"{mode}:{m}" for mode in ("representation", "params") for m in DETERMINISTIC
-         if f"{mode}:{m}" != "params:grad_norm"]
+         if f"{mode}:{m}" != "params:grad_norm"
+         and mode in keras_mtl.weighting.get_class(m).supported_modes]
 RANDOM = ["representation:pcgrad", "params:pcgrad", "representation:grad_vac",
           "params:grad_vac", "representation:grad_drop", "params:grad_norm"]
 

@@ -39,7 +39,7 @@ def data(n=32):
 #: warm-up is ScaleInvariant), whose weight 1 / (L - m) grows without limit as
 #: the loss nears its bound (at -1, SGD overshoots into the closeness loss's
 #: flat tails).
-BOUNDS = {"scale_invariant": -1.25, "stch": -1.25}
+BOUNDS = {"scale_invariant": -1.25, "stch": -1.25, "db_mtl": -1.25}
 
 
 def weighting_for(method):

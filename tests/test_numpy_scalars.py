@@ -86,7 +86,7 @@ WEIGHTING_KWARGS = {
     "imtl_l": {"initial_scale": f32(-0.5), "min_losses": {"a": i64(-1)}},
     "mgda": {"max_iterations": i64(10)},
     "pcgrad": {"seed": i64(3)},
-    "cagrad": {"c": f32(0.5), "max_iterations": i64(10)},
+    "cagrad": {"c": f32(0.5), "max_iterations": i64(10), "rescale": i64(2)},
     "imtl": {},
     "aligned_mtl": {"tolerance": f32(1e-4)},
     "grad_norm": {"alpha": f32(1.5), "learning_rate": f64(0.025), "min_weight": f32(0.01)},
@@ -96,6 +96,13 @@ WEIGHTING_KWARGS = {
     "upgrad": {"regularization": f32(1e-3), "max_iterations": i64(4)},
     "dualproj": {"regularization": f64(1e-3), "max_iterations": i64(4)},
     "config": {"rcond": f32(1e-4)},
+    "fairgrad": {"alpha": f32(2.0), "max_iterations": i64(30), "max_norm": f64(1.0)},
+    "excess_mtl": {"robust_step_size": f32(0.5), "epsilon": f64(1e-7), "warmup_steps": i64(2)},
+    "db_mtl": {"beta": f32(0.5), "beta_sigma": f64(0.5), "min_losses": {"a": f32(-1.0)}},
+    "moco": {
+        "beta": f32(0.75), "beta_sigma": i64(0), "gamma": f64(0.2), "gamma_sigma": f32(0.25),
+        "rho": i64(1),
+    },
 }
 
 
@@ -123,7 +130,11 @@ def test_weighting_takes_numpy_scalars(method):
         json.loads(json.dumps(keras.saving.serialize_keras_object(weighting)))
     )
     assert restored.get_config() == config
-    # It builds for two tasks; a loss-level method weights two losses.
+    # It builds for two tasks (a gradient method after it learns of the
+    # shared variables, as in `compile`); a loss-level method weights two
+    # losses.
+    if cls.level == "gradient":
+        weighting.build_shared([keras.Variable(np.zeros(3, "float32"))], (3,))
     weighting.build({n: () for n in NAMES})
     if cls.level == "loss":
         total, weights = weighting({"a": 1.0, "b": 2.0}, training=True)

@@ -53,11 +53,15 @@ from keras_mtl.weighting.imtl import IMTL
 from keras_mtl.weighting.aligned_mtl import AlignedMTL
 from keras_mtl.weighting.grad_norm import GradNorm
 from keras_mtl.weighting.nash_mtl import NashMTL
+from keras_mtl.weighting.fair_grad import FairGrad
 from keras_mtl.weighting.grad_vac import GradVac
 from keras_mtl.weighting.grad_drop import GradDrop
 from keras_mtl.weighting.upgrad import UPGrad
 from keras_mtl.weighting.dual_proj import DualProj
 from keras_mtl.weighting.conflict_free import ConFIG
+from keras_mtl.weighting.db_mtl import DBMTL
+from keras_mtl.weighting.excess_mtl import ExcessMTL
+from keras_mtl.weighting.moco import MoCo
 
 #: Short aliases from the literature.
 DWA = DynamicWeightAverage
@@ -69,11 +73,14 @@ __all__ = [
     "AlignedMTL",
     "CAGrad",
     "ConFIG",
+    "DBMTL",
     "DWA",
     "DualProj",
     "DynamicWeightAverage",
     "Equal",
+    "ExcessMTL",
     "FAMO",
+    "FairGrad",
     "GLS",
     "GeometricLoss",
     "GradDrop",
@@ -84,6 +91,7 @@ __all__ = [
     "IMTLL",
     "InverseSize",
     "MGDA",
+    "MoCo",
     "NashMTL",
     "PCGrad",
     "RLW",
