@@ -9,6 +9,8 @@ Keras layers, so the model round-trips through `.keras` files.
 - `MMoE` (Ma et al. 2018): experts shared by all tasks, one gate per task.
 - `PLE` (Tang et al. 2020): shared and task-specific experts, stacked in
   extraction levels; one level is CGC.
+- `DSelectK` (Hazimeh et al. 2021): experts shared by all tasks, one DSelect-k
+  gate per task that selects at most `k` of them (differentiable, binary codes).
 - `CrossStitchNetwork` (Misra et al. 2016): one tower per task, mixed by
   `CrossStitch` units between blocks.
 - `MTAN` (Liu, Johns & Davison 2019): task attention modules
@@ -21,6 +23,9 @@ Keras layers, so the model round-trips through `.keras` files.
 from keras_mtl.architectures.base import Architecture
 from keras_mtl.architectures.cross_stitch import CrossStitch
 from keras_mtl.architectures.cross_stitch import CrossStitchNetwork
+from keras_mtl.architectures.dselect_k import DSelectK
+from keras_mtl.architectures.dselect_k import DSelectKGate
+from keras_mtl.architectures.dselect_k import DSelectKLayer
 from keras_mtl.architectures.mmoe import MMoE
 from keras_mtl.architectures.mmoe import Experts
 from keras_mtl.architectures.mmoe import MMoELayer
@@ -35,6 +40,9 @@ from keras_mtl.architectures.soft_sharing import SoftSharingPenalty
 __all__ = [
     "CrossStitch",
     "CrossStitchNetwork",
+    "DSelectK",
+    "DSelectKGate",
+    "DSelectKLayer",
     "Experts",
     "ExtractionNetwork",
     "MMoE",
