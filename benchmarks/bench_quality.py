@@ -29,6 +29,9 @@ pieces are in `protocol.py`):
    the best weights are then trained on every seed like a method (so seed 0's
    row was selected on seed 0's validation split, never on a test split).
    Every weight is drawn at random: the search need not try Equal's.
+A model whose training step turns non-finite (keras_mtl stops `fit` on it)
+ends there as early stopping would end it, with its best validation epoch's
+weights, and its row says "diverged" with the epoch.
 Δm (`keras_mtl.metrics.delta_m`: the mean over tasks of the signed relative
 change of their test metrics, in percent; negative: the multi-task model is
 better) compares each model with the single-task models of its seed.
@@ -251,13 +254,24 @@ def fit_model(job, tasks, weighting, monitor, mode, objective=None):
     batches, steps = protocol.seeded_batches(x, _labels(y, tasks), BATCH_SIZE,
                                              job["max_epochs"], job["seed"])
     wall, cpu = time.perf_counter(), time.process_time()
-    history = model.fit(
-        batches, steps_per_epoch=steps, epochs=job["max_epochs"],
-        validation_data=(xv, _labels(yv, tasks)), validation_batch_size=128, shuffle=False,
-        verbose=0,
-        callbacks=([objective] if objective else []) + protocol.callbacks(
-            monitor, job["patience"], mode),
-    )
+    stopping = protocol.callbacks(monitor, job["patience"], mode)
+    diverged = None
+    try:
+        history = model.fit(
+            batches, steps_per_epoch=steps, epochs=job["max_epochs"],
+            validation_data=(xv, _labels(yv, tasks)), validation_batch_size=128,
+            shuffle=False, verbose=0, callbacks=([objective] if objective else []) + stopping,
+        )
+    except FloatingPointError:
+        # A step turned non-finite and fit stopped there (keras_mtl's check):
+        # the run ends as early stopping would have ended it, with the best
+        # validation epoch's weights, and is flagged in the results.
+        early = stopping[-1]
+        if early.best_weights is None:
+            raise
+        model.set_weights(early.best_weights)
+        history = model.history
+        diverged = f"non-finite step in epoch {len(history.epoch) + 1}"
     fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
     keys = ["loss", "val_loss"]
     if weighting is None or job["model"] == "equal":  # what `plot_curves` draws
@@ -274,6 +288,7 @@ def fit_model(job, tasks, weighting, monitor, mode, objective=None):
         "curve": protocol.learning_curve(history, monitor, mode, keys=keys),
         "fit_wall_s": round(fit_wall, 2),
         "fit_cpu_s": round(fit_cpu, 2),
+        "diverged": diverged,
         "level": getattr(weighting, "level", None),
         "mode": getattr(weighting, "mode", None),
     }
@@ -469,6 +484,7 @@ def summarise(results, seeds, datasets, methods, skipped):
                     round(min(r["curve"]["values"]), 3) for r in mine],
                 "epochs_run_per_seed": [r["curve"]["epochs_run"] for r in mine],
                 "best_epoch_per_seed": [r["curve"]["best_epoch"] for r in mine],
+                "diverged_per_seed": [r.get("diverged") for r in mine],
                 "metrics_mean": _mean_metrics([r["metrics"] for r in mine]),
                 "fit_wall_s_mean": round(float(np.mean([r["fit_wall_s"] for r in mine])), 1),
                 "level": mine[0]["level"],
@@ -576,6 +592,9 @@ def markdown(summary, settings, timing):
             level = row["level"] + (f" ({row['mode']})" if row["mode"] else "")
             if row["same_as"]:
                 level += ", = equal"
+            if any(row["diverged_per_seed"]):
+                level += ", diverged: " + "; ".join(
+                    f"seed {s} {d}" for s, d in enumerate(row["diverged_per_seed"]) if d)
             rows.append(
                 [name, level, f"{row['delta_m_mean']:+.2f} ± {row['delta_m_std']:.2f}",
                  ", ".join(f"{d:+.1f}" for d in row["delta_m_per_seed"]),

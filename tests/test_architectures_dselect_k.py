@@ -327,7 +327,9 @@ def test_static_selectors_become_exactly_one_hot():
 # --- in keras_mtl's training step -----------------------------------------------------
 @pytest.mark.parametrize(
     "weighting",
-    [None, lambda: W.Uncertainty(), lambda: W.get("pcgrad")],
+    # make test keeps no weighting and a gradient-level method; a loss-level
+    # one runs in make test-slow.
+    [None, pytest.param(lambda: W.Uncertainty(), marks=pytest.mark.slow), lambda: W.get("pcgrad")],
     ids=["equal", "uncertainty", "pcgrad-params"],
 )
 def test_regularization_gradient_in_the_training_step(weighting):
@@ -406,7 +408,7 @@ def test_layer_config_round_trip():
 @pytest.mark.parametrize(
     "weighting, num_experts, per_example",
     [
-        (lambda: W.Uncertainty(), 4, True),
+        pytest.param(lambda: W.Uncertainty(), 4, True, marks=pytest.mark.slow),
         (lambda: W.get("pcgrad"), 5, True),
         (lambda: W.Uncertainty(), 3, False),
     ],
