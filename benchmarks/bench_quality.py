@@ -76,7 +76,10 @@ for single-task ones, plus `patience` (4). That is ~79 CPU-minutes for the 138 m
 the 12 trials: ~43 minutes on 2 idle cores. The epochs are the uncertain
 part: one epoch more per model costs ~4.4 CPU-minutes (~2 minutes of wall
 time); the results give every model's epochs and the run's wall and CPU time
-and load average, to correct the estimate. `--max-epochs` (30: no model runs
+and load average, to correct the estimate. Measured since (27 methods):
+digit pairs, 85 models, 38 CPU-minutes (25 min on 2 cores); on shapes the
+multi-task models ran all 30 epochs (best at 22-30), several times the
+assumed cost, about 2 hours for the part. `--max-epochs` (30: no model runs
 longer), `--seeds` and `--trials` size the run.
 
 Run: `python benchmarks/bench_quality.py` (writes
