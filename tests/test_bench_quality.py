@@ -294,3 +294,39 @@ def test_quality_quick_run_writes_curves_tuned_weights_and_verdicts(tmp_path, ca
         assert text in markdown
     assert (tmp_path / "quality_digit_pairs_curves.png").stat().st_size > 0
     assert "Run time:" in capsys.readouterr().out
+
+
+def test_a_diverged_run_is_flagged_in_its_row():
+    runs = _runs({"equal": [0.5, 0.5, 0.5], "pcgrad": [0.515, 0.51, 0.52],
+                  "tuned_static": [0.51, 0.515, 0.505]})
+    (diverged,) = [r for r in runs if (r["model"], r["seed"]) == ("pcgrad", 1)]
+    diverged["diverged"] = "non-finite step in epoch 3"
+    summary = bench_quality.summarise(runs, 3, ["digit_pairs"], ["equal", "pcgrad"],
+                                      {"digit_pairs": set()})
+    row = summary["digit_pairs"]["methods"]["pcgrad"]
+    assert row["diverged_per_seed"] == [None, "non-finite step in epoch 3", None]
+    text = bench_quality.markdown(summary, SETTINGS, TIMING)
+    assert "gradient (params), diverged: seed 1 non-finite step in epoch 3 |" in text
+
+
+def test_a_step_that_turns_non_finite_ends_the_run_at_its_best_epoch(monkeypatch):
+    # fit runs 2 epochs, then stops as keras_mtl's non-finite check stops it:
+    # the model is evaluated with early stopping's best weights, flagged.
+    import keras_mtl
+    from keras_mtl import tasks as T
+
+    original = keras_mtl.MultiTaskModel.fit
+
+    def fit_then_stop(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, "epochs": 2})
+        raise FloatingPointError("Training stopped at epoch 3: the loss is nan")
+
+    monkeypatch.setattr(keras_mtl.MultiTaskModel, "fit", fit_then_stop)
+    job = {**bench_quality.QUICK, "dataset": "digit_pairs", "seed": 0, "filters": [4, 4, 4],
+           "features": 8, "head_units": [4], "max_epochs": 5, "patience": 3}
+    tasks = [t for t in bench_quality.dataset_tasks("digit_pairs") if t.name == "left"]
+    assert isinstance(tasks[0], T.MulticlassClassification)
+    result = bench_quality.fit_model(job, tasks, None, "val_left_accuracy", "max")
+    assert result["diverged"] == "non-finite step in epoch 3"
+    assert result["curve"]["epochs_run"] == 2
+    assert 0.0 <= result["metrics"]["left"]["accuracy"] <= 1.0
