@@ -14,6 +14,11 @@ from gradient_method_checks import built, check_config_round_trip, check_fit_sav
 from gradient_method_checks import combine, numpy
 from gram_method_checks import check_scale_equivariance, combiners, degenerate_cases
 
+# make test keeps this method's doctest and the registry-wide tests (non-finite
+# steps, negative losses, numpy scalars); this file runs in make test-slow, to
+# keep make test under 10 minutes.
+pytestmark = pytest.mark.slow
+
 
 def shared(weighting, num_parameters):
     """`weighting` told its shared variables hold `num_parameters` entries

@@ -17,6 +17,11 @@ from gradient_method_checks import FIT_SAVE_LOAD_MODES
 from gradient_method_checks import built, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, numpy
 
+# make test keeps this method's doctest and the registry-wide tests (non-finite
+# steps, negative losses, numpy scalars); this file runs in make test-slow, to
+# keep make test under 10 minutes.
+pytestmark = pytest.mark.slow
+
 #: How `combine` runs: eagerly, and traced once by `tf.function` (as in
 #: `fit`) on TensorFlow. The file also runs on JAX (its model tests train
 #: with the JAX step).

@@ -13,6 +13,11 @@ from keras_mtl.weighting.moco import project_to_simplex
 from gradient_method_checks import TASKS, check_config_round_trip, check_fit_save_load
 from gradient_method_checks import combine, numpy, tiny_model
 
+# make test keeps this method's doctest and the registry-wide tests (non-finite
+# steps, negative losses, numpy scalars); this file runs in make test-slow, to
+# keep make test under 10 minutes.
+pytestmark = pytest.mark.slow
+
 
 def _moco(names=("a", "b"), num_params=2, **kwargs):
     """A MoCo built for `names` and `num_params` shared parameters."""
