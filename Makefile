@@ -18,10 +18,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_inverse_size.py tests/test_weighting_uncertainty.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
-	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py \
-	tests/test_weighting_stch.py tests/test_weighting_imtl_l.py tests/test_tasks.py \
+	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py tests/test_tasks.py \
 	tests/test_metrics.py tests/test_backbones.py
 JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
+	tests/test_weighting_stch.py tests/test_weighting_imtl_l.py \
 	tests/test_branching.py tests/test_adversarial.py \
 	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
 	tests/test_architectures_mmoe.py tests/test_architectures_ple.py \

@@ -223,6 +223,7 @@ def test_padded_codes_get_no_weight(num_experts):
 
 # Only the reachability term trains here: α has no gradient, and Keras says so.
 @pytest.mark.filterwarnings("ignore:Gradients do not exist for variables")
+@pytest.mark.slow  # trains for seconds; make test-slow
 def test_reachability_term_moves_the_mass_to_real_experts():
     # Five experts, three bits: codes 5, 6, 7 are padded. S ≈ 0.9 on every bit
     # puts most of the mass on code 7; the reachability term alone (no task
@@ -276,6 +277,7 @@ def test_per_example_terms_are_batch_means():
     assert quiet.losses == []
 
 
+@pytest.mark.slow  # trains for seconds; make test-slow
 def test_entropy_term_makes_the_selectors_one_hot():
     # A small regression through one DSelect-k layer (per-example gate). With
     # the entropy term, nearly every example's selectors end one-hot (in the
@@ -305,6 +307,7 @@ def test_entropy_term_makes_the_selectors_one_hot():
     np.testing.assert_allclose(mass, 1.0, atol=1e-3)  # no mass left on padded codes
 
 
+@pytest.mark.slow  # trains for seconds; make test-slow
 def test_static_selectors_become_exactly_one_hot():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(64, 4)).astype("float32")

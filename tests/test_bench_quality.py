@@ -309,6 +309,7 @@ def test_a_diverged_run_is_flagged_in_its_row():
     assert "gradient (params), diverged: seed 1 non-finite step in epoch 3 |" in text
 
 
+@pytest.mark.slow  # trains a model; make test-slow
 def test_a_step_that_turns_non_finite_ends_the_run_at_its_best_epoch(monkeypatch):
     # fit runs 2 epochs, then stops as keras_mtl's non-finite check stops it:
     # the model is evaluated with early stopping's best weights, flagged.

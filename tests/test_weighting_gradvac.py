@@ -273,7 +273,7 @@ def test_a_grouped_instance_refuses_another_trunk():
         weighting.build_shared(other.trunk.trainable_variables)
 
 
-@pytest.mark.parametrize("grouping", ["layer", "variable"])
+@pytest.mark.parametrize("grouping", ["layer", pytest.param("variable", marks=pytest.mark.slow)])
 def test_grouped_fit_save_and_load(grouping, tmp_path):
     model, history = check_fit_save_load(GradVac(beta=0.5, seed=1, grouping=grouping), tmp_path)
     targets = numpy(model.weighting.target_cosines)
