@@ -129,15 +129,13 @@ from keras_mtl._validation import check_number
 from keras_mtl.weighting._gram import compiled
 from keras_mtl.weighting._gram import iterate
 from keras_mtl.weighting.gradient_base import GradientWeighting
+# Nash-MTL's ridge (for unbounded exact solutions) and float32's smallest
+# normal number, as FairGrad at α = 1 is Nash-MTL.
+from keras_mtl.weighting.nash_mtl import _RIDGE
+from keras_mtl.weighting.nash_mtl import _TINY
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Float
 
-#: Ridge on the cosine matrix's diagonal, for inputs whose exact solution is
-#: unbounded (see the module docstring).
-_RIDGE = 1e-6
-#: float32's smallest normal number: TensorFlow flushes smaller (denormal)
-#: Gram entries to zero on CPU, so a squared norm below it counts as zero.
-_TINY = 1.1754944e-38
 #: log of float32's largest finite number: larger weights are clipped to it.
 _LOG_FLOAT32_MAX = math.log(3.4028234e38)
 #: Newton stops once a step moves `β` by less than this (relative, L1).
