@@ -86,7 +86,11 @@ Run: `python benchmarks/bench_quality.py` (writes
 `benchmarks/results/quality.json`, `quality.md` and, with matplotlib,
 `quality_<dataset>_curves.png`); `--quick` is a smoke run of a few seconds
 per model (2 methods, 64 examples per split, 2 epochs, 2 seeds, 2 trials:
-2-4 minutes in all).
+2-4 minutes in all). Each finished model is appended to
+`<output>/quality.cache.jsonl` (removed once the report is written):
+`--reuse <output>/quality.cache.jsonl` resumes an interrupted run, and
+`--reuse benchmarks/results/quality.json` keeps an earlier run's models
+(say, one dataset's) while the others are trained.
 Exits 0 whether or not the goal is met: it measures.
 """
 
@@ -95,6 +99,7 @@ import concurrent.futures
 import functools
 import importlib.util
 import inspect
+import json
 import multiprocessing
 import os
 import platform
@@ -401,16 +406,53 @@ class _InThisProcess:
         return False
 
 
-def run_jobs(jobs, workers, threads, report=None):
+def job_key(job):
+    """What identifies a model: its dataset, seed, name, kind and sizes (not
+    the inputs `prepare` adds), as a string."""
+    return json.dumps({k: job[k] for k in (*SIZES, "dataset", "seed", "kind", "model")},
+                      sort_keys=True)
+
+
+def load_finished(paths):
+    """Finished results of earlier runs, by `job_key`: from a report
+    (`quality.json`, its "runs") or a cache (`quality.cache.jsonl`, one
+    result per line, as `run_jobs` appends them; a last line cut short by a
+    kill is skipped)."""
+    finished = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".jsonl"):
+                lines = f.read().splitlines()
+                results = []
+                for number, line in enumerate(lines, 1):
+                    try:
+                        results.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        if number < len(lines):
+                            raise ValueError(f"{path}, line {number}: not a JSON result.")
+            else:
+                results = json.load(f)["runs"]
+        finished.update((job_key(r), r) for r in results)
+    return finished
+
+
+def run_jobs(jobs, workers, threads, report=None, finished=None, cache=None):
     """Runs `jobs` on `workers` processes, each job once its inputs are
-    known; returns the results in the order they finished."""
+    known; returns the results in the order they finished (first those found
+    in `finished`, a dict of `job_key` to result, which are not run again).
+    Each new result is appended to the file `cache` (JSON lines) as it
+    finishes, so an interrupted run can be resumed from it."""
+    finished = finished or {}
+    reused = [finished[job_key(j)] for j in jobs if job_key(j) in finished]
     if workers == 0:
         executor = _InThisProcess(threads)
     else:
         executor = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker, initargs=(threads,))
-    pending, running, done, results = list(jobs), {}, {}, []
+    pending = [j for j in jobs if job_key(j) not in finished]
+    running, results = {}, list(reused)
+    done = {(r["dataset"], r["seed"], r["model"]): r for r in reused}
     with executor:
         while pending or running:
             ready = [(j, p) for j, p in ((j, prepare(j, done)) for j in pending) if p]
@@ -427,6 +469,9 @@ def run_jobs(jobs, workers, threads, report=None):
                 result = future.result()
                 done[(result["dataset"], result["seed"], result["model"])] = result
                 results.append(result)
+                if cache:
+                    with open(cache, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(result) + "\n")
                 (report or _report_progress)(result, len(results), len(jobs))
     return results
 
@@ -644,7 +689,10 @@ def markdown(summary, settings, timing):
         f"CPU in all ({settings['workers']} worker process(es) x "
         f"{settings['tensorflow_threads']} TensorFlow thread(s)), on "
         f"{settings['cpu_count']} CPU core(s); load average at the start "
-        f"{timing['load_start']}, at the end {timing['load_end']}.",
+        f"{timing['load_start']}, at the end {timing['load_end']}."
+        + (f" {timing['reused']} of the {timing['jobs']} models and searches were "
+           "reused from an earlier run (`--reuse`), not trained again: the times are this "
+           "invocation's; each model's own are in its row." if timing.get("reused") else ""),
         "",
         f"Written by `{settings['command']}`.",
         "",
@@ -706,6 +754,11 @@ def main(argv=None):
                         help="TensorFlow threads per worker process (default 1; 0: "
                              "TensorFlow's default, which --workers 0 keeps unless given)")
     parser.add_argument("--output", default=os.path.join(HERE, "results"))
+    parser.add_argument("--reuse", nargs="+", default=[], metavar="FILE",
+                        help="finished models of earlier runs, not trained again where "
+                             "dataset, seed, model and sizes match: a report (quality.json) "
+                             "or the cache an interrupted run leaves (<output>/"
+                             "quality.cache.jsonl)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else DEFAULTS
     for key, value in sizes.items():
@@ -742,11 +795,22 @@ def main(argv=None):
         skipped[dataset] = {n for n in methods if same_as_equal(n, dataset_tasks(dataset), y)}
 
     jobs = make_jobs(args, methods, skipped)
-    print(f"{len(jobs)} models and searches to run ({args.workers} worker(s)); methods: "
-          f"{', '.join(methods)}, {TUNED}", flush=True)
+    missing = [path for path in args.reuse if not os.path.isfile(path)]
+    if missing:
+        parser.error(f"argument --reuse: Expected existing files. Received: {missing}")
+    finished = load_finished(args.reuse)
+    finished = {job_key(j): finished[job_key(j)] for j in jobs if job_key(j) in finished}
+    # The cache starts with what is reused, so a second interruption loses
+    # nothing; it is removed once the report is written.
+    os.makedirs(args.output, exist_ok=True)
+    cache = os.path.join(args.output, "quality.cache.jsonl")
+    with open(cache, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in finished.values())
+    print(f"{len(jobs)} models and searches ({len(finished)} reused, {args.workers} "
+          f"worker(s)); methods: {', '.join(methods)}, {TUNED}", flush=True)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     wall, cpu_self = time.perf_counter(), time.process_time()
-    results = run_jobs(jobs, args.workers, args.threads, _report_progress)
+    results = run_jobs(jobs, args.workers, args.threads, _report_progress, finished, cache)
     wall = time.perf_counter() - wall
     children = os.times()
     cpu = time.process_time() - cpu_self + children.children_user + children.children_system
@@ -776,6 +840,8 @@ def main(argv=None):
         "cpu_min": round(cpu / 60, 2),
         "load_start": None if load_start is None else round(load_start, 1),
         "load_end": None if load_end is None else round(load_end, 1),
+        "reused": len(finished),
+        "jobs": len(jobs),
     }
     summary = summarise(results, args.seeds, args.datasets, methods, skipped)
     report = {
@@ -794,6 +860,7 @@ def main(argv=None):
     }
     text = markdown(summary, settings, timing)
     write_results(args.output, "quality", report, text)
+    os.remove(cache)
     for path in plot_curves(summary, results, args.output):
         print(f"Learning curves: {path}")
     return 0

@@ -215,6 +215,46 @@ def test_jobs_wait_for_the_single_task_models_and_the_search():
     assert tuned[0]["weights"] == {"left": 2.0, "right": 0.5} and tuned[1] is None
 
 
+def test_an_interrupted_run_resumes_from_its_cache_without_training_again(monkeypatch, tmp_path):
+    args = type("Args", (), {k: 1 for k in bench_quality.SIZES})()
+    args.datasets, args.seeds = ["digit_pairs"], 2
+    jobs = bench_quality.make_jobs(args, ["equal"], {"digit_pairs": set()})
+    trained = []
+
+    def fake_run_job(job, fail_after=None):
+        if fail_after is not None and len(trained) == fail_after:
+            raise KeyboardInterrupt  # the run is killed here
+        trained.append(job["model"] + f" {job['seed']}")
+        result = {**job, "validation_metrics": {"left": {"accuracy": 0.5},
+                                                "right": {"accuracy": 0.5}}}
+        return {**result, "tuned": {"weights": {"left": 1.0, "right": 1.0}}}
+
+    cache = str(tmp_path / "quality.cache.jsonl")
+    monkeypatch.setattr(bench_quality, "run_job", lambda job: fake_run_job(job, 3))
+    with pytest.raises(KeyboardInterrupt):
+        bench_quality.run_jobs(jobs, 0, 0, lambda *a: None, cache=cache)
+    assert len(trained) == 3
+    with open(cache, "a", encoding="utf-8") as f:
+        f.write('{"cut short by the kill')
+    finished = bench_quality.load_finished([cache])
+    assert len(finished) == 3
+    first = list(trained)
+    monkeypatch.setattr(bench_quality, "run_job", fake_run_job)
+    results = bench_quality.run_jobs(jobs, 0, 0, lambda *a: None, finished, cache)
+    assert sorted(first + trained[3:]) == sorted(trained)
+    assert len(trained) == len(jobs)  # nothing trained twice
+    assert sorted(bench_quality.job_key(r) for r in results) == sorted(
+        bench_quality.job_key(j) for j in jobs)
+    # A report's runs are reused the same way; other sizes are not.
+    report = tmp_path / "quality.json"
+    report.write_text(json.dumps({"runs": results}))
+    assert len(bench_quality.load_finished([str(report)])) == len(jobs)
+    args.max_epochs = 2
+    other = bench_quality.make_jobs(args, ["equal"], {"digit_pairs": set()})
+    assert not set(map(bench_quality.job_key, other)) & set(bench_quality.load_finished(
+        [str(report)]))
+
+
 def test_single_task_models_stop_on_their_headline_metric():
     from keras_mtl import demo
 
