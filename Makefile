@@ -20,7 +20,8 @@ JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
 	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py tests/test_tasks.py \
 	tests/test_metrics.py tests/test_backbones.py
-JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
+JAX_MORE := tests/test_gradients_jax.py tests/test_gradient_samples.py tests/test_model.py \
+	tests/test_data.py \
 	tests/test_weighting_stch.py tests/test_weighting_imtl_l.py \
 	tests/test_branching.py tests/test_adversarial.py \
 	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
@@ -37,7 +38,8 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 # float64 solve runs in float32 there without jax_enable_x64); its JAX step
 # is checked against TensorFlow's in test_gradients_jax.py.
 JAX_SLOW := tests/test_kill_resume.py tests/test_weighting_db_mtl.py \
-	tests/test_weighting_excess_mtl.py tests/test_weighting_moco.py
+	tests/test_weighting_excess_mtl.py tests/test_weighting_moco.py \
+	tests/test_weighting_sdmgrad.py tests/test_weighting_modo.py
 
 # The fast TensorFlow suite runs in two pytest-xdist processes (one per core
 # here; much of a test is single-threaded tracing), a test file per process

@@ -32,7 +32,8 @@ HERE = os.path.dirname(__file__)
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX backend only")
 
 DETERMINISTIC = ["mgda", "cagrad", "imtl", "aligned_mtl", "grad_norm", "nash_mtl", "upgrad",
-                 "dualproj", "config", "fairgrad", "excess_mtl", "db_mtl", "moco"]
+                 "dualproj", "config", "fairgrad", "excess_mtl", "db_mtl", "moco",
+                 "sdmgrad", "modo"]
 CASES = [f"{mode}:{m}" for mode in ("representation", "params") for m in DETERMINISTIC
          if f"{mode}:{m}" != "params:grad_norm"
          and mode in keras_mtl.weighting.get_class(m).supported_modes]

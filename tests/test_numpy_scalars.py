@@ -103,6 +103,9 @@ WEIGHTING_KWARGS = {
         "beta": f32(0.75), "beta_sigma": i64(0), "gamma": f64(0.2), "gamma_sigma": f32(0.25),
         "rho": i64(1),
     },
+    "sdmgrad": {"lamda": f32(0.5), "iterations": i64(5), "inner_learning_rate": f64(2.0),
+                "momentum": f32(0.25)},
+    "modo": {"gamma": f64(0.01), "rho": f32(0.5)},
 }
 
 

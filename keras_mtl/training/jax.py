@@ -29,6 +29,10 @@ class Engine:
     def cross_replica_sum(self, value):
         return value
 
+    def first_example(self, batch):
+        """As `tensorflow.Engine.first_example` (one replica: 0)."""
+        return 0
+
     def _values(self, refs):
         if self.scope is None:
             return [v.value for v in refs]

@@ -28,6 +28,9 @@ update) and call it from Keras' trainer.
      replicas, which the method combines. A method that solves for its
      weights only on some steps (`reuse_plan`: Nash-MTL's `update_every`)
      gets, on the others, one backward pass of its stored combination.
+     A method that combines independent gradient samples
+     (`gradient_samples`: SDMGrad, MoDo) gets them from sub-batches of the
+     batch, one backward pass per task and sub-batch (`_sample_cotangents`).
    Under `mixed_float16` (Keras wraps the optimizer in a
    `LossScaleOptimizer`) the backward passes run on the scaled loss and the
    per-task gradients are unscaled, in float32, before the method combines
@@ -217,6 +220,9 @@ def _gradient_level(model, x, targets, engine):
         cotangent = ops.cast(_scaled(combined, scale), representations[0].dtype)
         trunk_grads = trunk_back([cotangent, unit if regularised else None])
     else:
+        if weighting.gradient_samples > 1:
+            rep_grads = _sample_cotangents(
+                rep_grads, names, targets, counts, weighting.gradient_samples, engine)
         combined, weights = _params_combine(
             weighting, trunk_back, rep_grads, global_losses, counts, trunk_variables,
             shared, engine, scale,
@@ -248,7 +254,7 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
     (`GradientWeighting.combine_parts`). Under loss scaling the cotangents
     `rep_grads` are scaled, and each task's gradient is unscaled before the
     method sees it."""
-    num_tasks = len(rep_grads)
+    num_tasks = len(weighting.task_names)
     dtype = weighting.gradient_dtype
 
     def task_gradient(t, cotangent):
@@ -256,6 +262,11 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         cotangents[0 if shared else t] = cotangent
         return [ops.cast(_unscaled(g, scale), dtype) for g in trunk_back(cotangents)]
 
+    if weighting.gradient_samples > 1:  # rep_grads: per sample, per task
+        samples = [[task_gradient(t, g) for t, g in enumerate(sample)] for sample in rep_grads]
+        return weighting.combine_samples(
+            engine.cross_replica_sum(samples), losses, counts, training=True, after=engine.after
+        )
     plan = weighting.reuse_plan(losses, counts)
     if plan is None:
         parts = [task_gradient(t, g) for t, g in enumerate(rep_grads)]
@@ -289,6 +300,37 @@ def _params_combine(weighting, trunk_back, rep_grads, losses, counts, variables,
         lambda: weighting.reuse([ops.cast(g, "float32") for g in parts[0]], stored),
         variables=weighting.variables,
     )
+
+
+def _sample_cotangents(rep_grads, names, targets, counts, samples, engine):
+    """Per sub-batch `s` and task `t`, the cotangent at `z` (or `z_t`) whose
+    backward pass gives the gradient of task `t`'s mean loss over the
+    sub-batch's labelled examples, for the methods that combine independent
+    gradient samples (`GradientWeighting.gradient_samples`).
+
+    Example `i` of the (global) batch is in sub-batch `i mod samples`. The batch ran
+    forward once, so sub-batch `s`'s part of `∂L_t/∂z` (its rows) times
+    `n_t / n_t^s` (the labelled counts of the batch and of the sub-batch,
+    global under `tf.distribute`) is the gradient of its own mean loss, for
+    heads that treat examples independently (with a head's batch
+    normalisation the sub-batches also share its batch statistics). The
+    sub-batches' gradients, weighted by `n_t^s / n_t`, add up to the
+    batch's. A sub-batch without a label for a task gives it 0."""
+    batch = ops.shape(rep_grads[0])[0]
+    # By the example's index in the global batch: the same sub-batches on
+    # any number of replicas.
+    member = ops.mod(ops.arange(batch) + engine.first_example(batch), samples)
+    cotangents = [[] for _ in range(samples)]
+    for t, grad in enumerate(rep_grads):
+        keep = ops.cast(targets[names[t]].keep, "float32")
+        per_example = ops.sum(ops.reshape(keep, (batch, -1)), axis=1)
+        for s in range(samples):
+            rows = ops.cast(ops.equal(member, s), "float32")
+            count = engine.cross_replica_sum(ops.sum(per_example * rows))
+            factor = ops.divide_no_nan(counts[names[t]], count)
+            rows = ops.reshape(rows * factor, (batch,) + (1,) * (len(grad.shape) - 1))
+            cotangents[s].append(grad * ops.cast(rows, grad.dtype))
+    return cotangents
 
 
 def _loss_scale(model):

@@ -52,6 +52,17 @@ class Engine:
             return value
         return self._context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
+    def first_example(self, batch):
+        """The index in the global batch of this replica's first example
+        (`batch`: this replica's batch size); 0 on one replica. The strategy
+        hands replica `r` the `r`-th contiguous part of the global batch."""
+        if self.replicas == 1:
+            return 0
+        replica = self._context.replica_id_in_sync_group
+        sizes = self.cross_replica_sum(
+            tf.cast(tf.one_hot(replica, self.replicas), tf.int32) * tf.cast(batch, tf.int32))
+        return tf.reduce_sum(sizes[:replica])
+
     def value_and_grad(self, fn, variables, tensors=()):
         """`((value, aux), (tensor_grads, variable_grads))` of `fn(*tensors)`,
         which returns `(scalar, aux)`; one backward pass. Each tensor is

@@ -62,6 +62,8 @@ from keras_mtl.weighting.conflict_free import ConFIG
 from keras_mtl.weighting.db_mtl import DBMTL
 from keras_mtl.weighting.excess_mtl import ExcessMTL
 from keras_mtl.weighting.moco import MoCo
+from keras_mtl.weighting.sdmgrad import SDMGrad
+from keras_mtl.weighting.modo import MoDo
 
 #: Short aliases from the literature.
 DWA = DynamicWeightAverage
@@ -92,8 +94,10 @@ __all__ = [
     "InverseSize",
     "MGDA",
     "MoCo",
+    "MoDo",
     "NashMTL",
     "PCGrad",
+    "SDMGrad",
     "RLW",
     "RandomLossWeighting",
     "STCH",

@@ -77,6 +77,14 @@ class GradientWeighting(Weighting):
     #: for the undivided gradients. Gradients of any sizes, even 1e30 apart,
     #: then give a Gram matrix float32 holds.
     scale_aware_weights = False
+    #: Independent gradient samples the method combines per step: 1, or
+    #: more for the double-sampling methods (SDMGrad and MoDo take 3), which
+    #: implement `combine_samples`. In params mode the training step then
+    #: splits each batch into that many sub-batches and hands the method
+    #: each one's per-task gradients (`keras_mtl.training.step`); `combine`
+    #: and `combine_parts` give it the same gradients as every sample (the
+    #: deterministic case).
+    gradient_samples = 1
 
     def __init__(self, mode="params", gradient_dtype="float32", **kwargs):
         super().__init__(**kwargs)
@@ -131,6 +139,10 @@ class GradientWeighting(Weighting):
             `(combined, weights)`: the combined gradient, shaped like one
             task's gradient `grads[0]`, and the `(T,)` task weights.
         """
+        if self.gradient_samples > 1:
+            parts = [[g] for g in ops.unstack(ops.convert_to_tensor(grads))]
+            combined, weights = self.combine_parts(parts, losses, counts, training)
+            return combined[0], weights
         flat = ops.reshape(grads, (len(self.task_names), -1))
         scale = None
         if self.scale_free_weights or self.scale_aware_weights:
@@ -177,42 +189,45 @@ class GradientWeighting(Weighting):
         every block at once. A method that overrides `combine`, and not
         this, gets the stacked matrix.
         """
+        if self.gradient_samples > 1:
+            return self.combine_samples(
+                [parts] * self.gradient_samples, losses, counts, training, after)
         overridden = type(self).combine is not GradientWeighting.combine
         if overridden and type(self).combine_parts is GradientWeighting.combine_parts:
             shapes = [p.shape for p in parts[0]]
             flat = ops.stack([_flatten(p) for p in parts])
             combined, weights = self.combine(flat, losses, counts, training=training)
             return _split(combined, shapes), weights
-        after = after or (lambda value, fn: fn())
-        spans = [_spans(tensor) for tensor in parts[0]]  # per variable
         scale = divisor = None  # the parts are global: no reduction over replicas
         if self.scale_aware_weights:
             scale = ops.stack([_usable(_largest_magnitude(task)) for task in parts])
             divisor = scale[:, None]
         elif self.scale_free_weights:
             scale = divisor = _usable(_largest_magnitude([p for task in parts for p in task]))
-
-        def add_block(gram, k, span):
-            block = _block(parts, k, span)
-            if divisor is not None:
-                block = block / divisor
-            return gram + ops.matmul(block, ops.transpose(block))
-
-        gram = ops.zeros((len(parts), len(parts)), "float32")
-        for k, variable_spans in enumerate(spans):
-            for span in variable_spans:
-                gram = after(gram, lambda: add_block(gram, k, span))  # noqa: B023 (called at once)
+        gram = parts_gram(parts, parts, divisor, after)
         weights = self._weights(gram, losses, counts, training, scale)
-        combined, previous = [], weights
-        for k, variable_spans in enumerate(spans):
-            pieces = []
-            for span in variable_spans:
-                previous = after(previous, lambda: ops.tensordot(
-                    weights, _block(parts, k, span), axes=1))  # noqa: B023
-                pieces.append(previous)
-            vector = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces)
-            combined.append(ops.reshape(vector, parts[0][k].shape))
-        return combined, weights
+        return parts_combination(weights, parts, after), weights
+
+    def combine_samples(self, samples, losses, counts=None, training=True, after=None):
+        """Combines `gradient_samples` independent samples of the per-task
+        gradients (params mode; methods with `gradient_samples > 1`).
+
+        Args:
+            samples: Per sample, per task, its gradient as a list of tensors
+                (one per shared variable): `samples[s][t][k]`, as the
+                `parts` of `combine_parts`.
+            losses: As in `combine` (the whole batch's).
+            counts: As in `combine` (the whole batch's).
+            training: As in `combine`.
+            after: As in `combine_parts`.
+
+        Returns:
+            `(combined, weights)` as `combine_parts` returns them.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} sets `gradient_samples = {self.gradient_samples}` and must "
+            "implement `combine_samples`."
+        )
 
     def _weights(self, gram, losses, counts, training, scale=None):
         arguments = (gram, self.stack(losses), self.labelled(counts), training)
@@ -315,6 +330,53 @@ def _spans(tensor):
     (flattened) that cover it: one for all but the largest variables."""
     size = math.prod(tensor.shape)
     return [(start, min(start + BLOCK_SIZE, size)) for start in range(0, size, BLOCK_SIZE)]
+
+
+def parts_gram(parts, others, divisor=None, after=None):
+    """The `(T, T)` float32 matrix of inner products `<parts[i], others[j]>`
+    of per-task gradients given as per-variable lists (`parts[t][k]`; the
+    Gram matrix when `others` is `parts`), summed a `(T, piece)` block at a
+    time (`GradientWeighting.combine_parts`), each block divided by
+    `divisor` (a scalar, or `(T, 1)`: one per row) first."""
+    after = after or (lambda value, fn: fn())
+
+    def add_block(gram, k, span):
+        block = _block(parts, k, span)
+        other = None if others is parts else _block(others, k, span)
+        if divisor is not None:
+            block = block / divisor
+            other = None if other is None else other / divisor
+        return gram + ops.matmul(block, ops.transpose(block if other is None else other))
+
+    gram = ops.zeros((len(parts), len(others)), "float32")
+    for k, tensor in enumerate(parts[0]):
+        for span in _spans(tensor):
+            gram = after(gram, lambda: add_block(gram, k, span))  # noqa: B023 (called at once)
+    return gram
+
+
+def parts_combination(weights, parts, after=None):
+    """`Σ_t weights[t] parts[t]` as a list like `parts[0]` (float32), formed
+    a `(T, piece)` block at a time, each after the previous (`after`)."""
+    after = after or (lambda value, fn: fn())
+    combined, previous = [], weights
+    for k, tensor in enumerate(parts[0]):
+        pieces = []
+        for span in _spans(tensor):
+            previous = after(previous, lambda: ops.tensordot(
+                weights, _block(parts, k, span), axes=1))  # noqa: B023 (called at once)
+            pieces.append(previous)
+        vector = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces)
+        combined.append(ops.reshape(vector, tensor.shape))
+    return combined
+
+
+def sample_scale(samples):
+    """A common positive divisor of gradient samples (`samples[s][t][k]`):
+    their largest `|entry|`, or 1 where that is 0 or not finite. Inner
+    products of the divided gradients stay in float32's range for gradients
+    of any finite size."""
+    return _usable(_largest_magnitude([p for sample in samples for task in sample for p in task]))
 
 
 def _largest_magnitude(tensors):

@@ -182,6 +182,43 @@ def _positive_rate(argument, value):
     return float(value)
 
 
+
+def simplex_step(gram, scale, lambdas, labelled, rate, rho):
+    """`(μ, λ)`: one projected gradient step of `½ λᵀ A λ + ½ rho ‖λ‖²` from
+    the stored weights `lambdas` on the face of the simplex of the
+    `labelled` tasks (MoCo's module docstring: the step's weights `μ`, and
+    the new stored `λ`), where `A = scale² gram` (`gram` computed from
+    gradients divided by `scale`, so that float32 holds it for gradients of
+    any size; it need not be symmetric: the step uses `A λ`).
+
+    The step runs in float64 (float32 on JAX without `jax_enable_x64`);
+    `rate · scale²` is taken in logs and capped where its product with the
+    direction reaches 1e30 (the projection of a longer step is the same)."""
+    dtype = "float64"  # float32 on JAX without jax_enable_x64
+    gram = ops.cast(gram, dtype)
+    lambdas = ops.cast(lambdas, dtype)
+    inside = ops.cast(labelled, dtype)
+    share = ops.sum(lambdas * inside)
+    # λ_u of the unlabelled tasks stay; exactly 1 with every task labelled.
+    mass = ops.maximum(1.0 - ops.sum(lambdas * (1.0 - inside)), 0.0)
+    uniform = inside / ops.maximum(ops.sum(inside), 1.0)
+    weights = ops.where(share > 0, lambdas * inside / ops.where(share > 0, share, 1.0), uniform)
+    direction = ops.matmul(gram, weights)
+    # γ_k s² (in logs: s² alone overflows float32 for s > ~1e19), capped
+    # where its product with the direction reaches 1e30: the projection
+    # of so long a step is the same (the weights, <= 1, are negligible
+    # beside it), and the product stays finite in float32.
+    rate = ops.cast(rate, dtype)
+    log_step = ops.log(rate) + 2.0 * ops.log(ops.cast(scale, dtype))
+    longest = ops.max(ops.abs(direction))
+    cap = ops.where(longest > 0, ops.log(ops.convert_to_tensor(1e30, dtype)) - ops.log(
+        ops.where(longest > 0, longest, 1.0)), float("inf"))
+    step = ops.exp(ops.minimum(log_step, cap))
+    moved = weights - step * direction - rate * rho * weights
+    weights = project_to_simplex(moved, labelled)
+    return weights, ops.where(labelled, mass * weights, lambdas)
+
+
 @register
 class MoCo(GradientWeighting):
     """Multi-objective gradient correction (Fernando et al. 2023): MGDA's
@@ -316,34 +353,14 @@ class MoCo(GradientWeighting):
     def _lambda_step(self, tracked, lambdas, labelled, rate):
         """`(μ, λ)`: the step's weights (on the simplex of the labelled
         tasks) and the new stored `λ` (see the module docstring)."""
-        dtype = "float64"  # float32 on JAX without jax_enable_x64
         # Y Yᵀ = s² G, G the Gram matrix of Y / s (s its largest entry),
         # which float32 holds for any Y.
         largest = ops.max(ops.abs(tracked))
         scale = ops.where(ops.logical_and(largest > 0, ops.isfinite(largest)), largest, 1.0)
         small = tracked / scale
-        gram = ops.cast(ops.matmul(small, ops.transpose(small)), dtype)
-        lambdas = ops.cast(lambdas, dtype)
-        inside = ops.cast(labelled, dtype)
-        share = ops.sum(lambdas * inside)
-        # λ_u of the unlabelled tasks stay; exactly 1 with every task labelled.
-        mass = ops.maximum(1.0 - ops.sum(lambdas * (1.0 - inside)), 0.0)
-        uniform = inside / ops.maximum(ops.sum(inside), 1.0)
-        weights = ops.where(share > 0, lambdas * inside / ops.where(share > 0, share, 1.0), uniform)
-        direction = ops.matmul(gram, weights)
-        # γ_k s² (in logs: s² alone overflows float32 for s > ~1e19), capped
-        # where its product with the direction reaches 1e30: the projection
-        # of so long a step is the same (the weights, <= 1, are negligible
-        # beside it), and the product stays finite in float32.
-        rate = ops.cast(rate, dtype)
-        log_step = ops.log(rate) + 2.0 * ops.log(ops.cast(scale, dtype))
-        longest = ops.max(ops.abs(direction))
-        cap = ops.where(longest > 0, ops.log(ops.convert_to_tensor(1e30, dtype)) - ops.log(
-            ops.where(longest > 0, longest, 1.0)), float("inf"))
-        step = ops.exp(ops.minimum(log_step, cap))
-        moved = weights - step * direction - rate * self.rho * weights
-        weights = project_to_simplex(moved, labelled)
-        return weights, ops.where(labelled, mass * weights, lambdas)
+        return simplex_step(
+            ops.matmul(small, ops.transpose(small)), scale, lambdas, labelled, rate, self.rho)
+
 
     def combine(
         self, grads, losses, counts=None, training=True, cross_replica_sum=None, activations=None
