@@ -408,11 +408,11 @@ def test_bad_hyperparameters(kwargs, match):
 def test_the_tracked_gradients_need_the_shared_variables():
     with pytest.raises(ValueError, match=r"needs its shared variables before `build`"):
         MoCo().build({"a": (), "b": ()})
-    with pytest.raises(ValueError, match=r"has no trainable ones yet"):
+    with pytest.raises(ValueError, match=r"MoCo keeps state per .*no trainable variables yet"):
         MoCo().build_shared([])
     weighting = _moco(num_params=3)
     weighting.build_shared([np.zeros((1, 3))])  # the same size: fine
-    with pytest.raises(ValueError, match=r"built for 3 shared parameters.*this trunk has 4"):
+    with pytest.raises(ValueError, match=r"This MoCo holds state for 3 .*this trunk has 4"):
         weighting.build_shared([np.zeros(4)])
     with pytest.raises(ValueError, match=r"received gradients of 2"):
         combine(weighting, [[1.0, 0.0], [0.0, 1.0]])
@@ -428,7 +428,7 @@ def test_compile_sizes_the_state_by_the_trunk():
     model.compile(optimizer="adam", weighting=weighting)  # the same trunk: fine
     other = tiny_model(TASKS)
     other.trunk.add_weight(shape=(1,), name="extra")
-    with pytest.raises(ValueError, match=r"built for \d+ shared parameters.*Pass a new instance"):
+    with pytest.raises(ValueError, match=r"holds state for \d+ .*a new instance"):
         weighting.build_shared(other.trunk.trainable_variables)
 
 

@@ -111,7 +111,6 @@ Modes:
 |                  |           | may change). LibMTL refuses it too.               |
 """
 
-import math
 import numbers
 
 import keras
@@ -122,6 +121,7 @@ from keras_mtl._validation import check_non_negative
 from keras_mtl.weighting.base import check_lower_bounds
 from keras_mtl.weighting.base import explain_lower_bounds
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.gradient_base import shared_parameter_count
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Float
 
@@ -200,21 +200,7 @@ class DBMTL(GradientWeighting):
         trunk's trainable ones): `build` creates the `(T, P)` buffer.
         `compile` calls it; a custom loop calls it before `build`.
         (`representation_shape` is not used: params mode only.)"""
-        size = sum(math.prod(v.shape) for v in variables)
-        if size == 0:
-            raise ValueError(
-                "DBMTL keeps one gradient entry per shared (trunk) parameter, and "
-                "the trunk has no trainable variables. Build the trunk (call it on an "
-                "input) before `compile`, or make some of its variables trainable."
-            )
-        if self.num_parameters is not None and size != self.num_parameters:
-            raise ValueError(
-                f"This DBMTL holds gradients of {self.num_parameters} shared parameters "
-                f"(its gradient buffer is per parameter); the trunk has {size} trainable "
-                "ones (another model, or layers frozen or unfrozen since). Compile with "
-                "a new instance."
-            )
-        self.num_parameters = int(size)
+        self.num_parameters = shared_parameter_count(self, variables, self.num_parameters)
 
     def build(self, losses_shape):
         if self.num_parameters is None:

@@ -318,6 +318,28 @@ class GradientWeighting(Weighting):
         return {**super().get_config(), "mode": self.mode, "gradient_dtype": self.gradient_dtype}
 
 
+def shared_parameter_count(method, variables, recorded=None):
+    """The number of entries of `variables` (the trunk's trainable ones), for
+    the `build_shared` of methods that keep state per shared parameter; a
+    clear error when there are none, or when it differs from `recorded` (the
+    count `method`'s state was built for)."""
+    size = int(sum(math.prod(tuple(v.shape)) for v in variables))
+    name = type(method).__name__
+    if size == 0:
+        raise ValueError(
+            f"{name} keeps state per shared (trunk) parameter, and the trunk has no "
+            "trainable variables yet. Build the trunk (call it on an input) before "
+            "`compile`, or make some of its variables trainable."
+        )
+    if recorded is not None and size != recorded:
+        raise ValueError(
+            f"This {name} holds state for {recorded} shared parameters; this trunk has "
+            f"{size} trainable ones (another model, or layers frozen or unfrozen since). "
+            "Compile with a new instance."
+        )
+    return size
+
+
 #: The most entries of one variable that `combine_parts` stacks for the T
 #: tasks at once (the largest ResNet50 kernel has 2.4M): a float32 block
 #: is then 4T MiB (T * 2^20 * 4 bytes), not T times the largest variable (smaller

@@ -117,7 +117,6 @@ Modes:
 |                  |           | nothing. LibMTL refuses it too.                    |
 """
 
-import math
 import numbers
 
 import keras
@@ -126,6 +125,7 @@ from keras import ops
 from keras_mtl._validation import check_choice
 from keras_mtl.weighting.base import check_number
 from keras_mtl.weighting.gradient_base import GradientWeighting
+from keras_mtl.weighting.gradient_base import shared_parameter_count
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Choice
 from keras_mtl.weighting.space import Float
@@ -292,23 +292,7 @@ class MoCo(GradientWeighting):
         sizes the tracked gradients. Called by `MultiTaskModel.compile`
         before `build`, and again at every compile. (`representation_shape`
         is not used: MoCo has no representation mode.)"""
-        size = sum(math.prod(tuple(v.shape)) for v in variables)
-        if self.num_params is not None:
-            if size != self.num_params:
-                raise ValueError(
-                    f"This MoCo was built for {self.num_params} shared parameters (its "
-                    f"tracked gradients are ({len(self.task_names or ())}, "
-                    f"{self.num_params})); this trunk has {size} trainable ones. Pass a "
-                    "new instance."
-                )
-            return
-        if size == 0:
-            raise ValueError(
-                "MoCo needs the trunk's variables when the model is compiled (it "
-                "tracks their gradients), and the trunk has no trainable ones yet. "
-                "Build the trunk (call it on an input) before `compile`."
-            )
-        self.num_params = size
+        self.num_params = shared_parameter_count(self, variables, self.num_params)
 
     def build(self, losses_shape):
         if self.num_params is None:
