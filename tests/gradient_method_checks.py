@@ -56,6 +56,22 @@ def combine(weighting, grads, losses=None, counts=None, training=True, activatio
     return numpy(combined), numpy(weights)
 
 
+def sample_parts(*arrays):
+    """`combine_samples`' `samples` from `(T, P)` arrays, one per sample:
+    each task's gradient is one shared variable."""
+    return [[[keras.ops.convert_to_tensor(np.asarray(g, "float32"))] for g in a] for a in arrays]
+
+
+def unit_losses(names):
+    """`{task: 1.0}` for the tasks `names`."""
+    return {n: keras.ops.convert_to_tensor(1.0) for n in names}
+
+
+def labelled_counts(labelled):
+    """`{task: count}` from `{task: bool}`: 4 labelled examples, or none."""
+    return {n: keras.ops.convert_to_tensor(4.0 if on else 0.0) for n, on in labelled.items()}
+
+
 def gram_weights(weighting, grads, losses=None, counts=None, training=True):
     """`weighting.gram_weights` on the Gram matrix of `(T, ...)` gradients;
     `counts` as in `combine`."""

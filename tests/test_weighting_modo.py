@@ -1,13 +1,12 @@
 """Tests for `keras_mtl.weighting.modo.MoDo` (Chen et al., NeurIPS 2023)."""
 
-import keras
 import numpy as np
 import pytest
 
 from keras_mtl.weighting.modo import MoDo
 
 from gradient_method_checks import TASKS, check_config_round_trip, check_fit_save_load
-from gradient_method_checks import combine, numpy
+from gradient_method_checks import combine, labelled_counts, numpy, sample_parts, unit_losses
 
 # make test keeps this method's doctest and the registry-wide tests; this file
 # runs in make test-slow, to keep make test under 10 minutes.
@@ -18,18 +17,6 @@ def _modo(names=("a", "b"), **kwargs):
     weighting = MoDo(**kwargs)
     weighting.build({n: () for n in names})
     return weighting
-
-
-def _samples(*arrays):
-    return [[[keras.ops.convert_to_tensor(np.asarray(g, "float32"))] for g in a] for a in arrays]
-
-
-def _losses(names):
-    return {n: keras.ops.convert_to_tensor(1.0) for n in names}
-
-
-def _counts(labelled):
-    return {n: keras.ops.convert_to_tensor(4.0 if on else 0.0) for n, on in labelled.items()}
 
 
 def _project(v):
@@ -81,7 +68,8 @@ def test_steps_match_the_reference(gamma, rho):
     for (g1, g2, g3, labelled), (update, weights, lam) in zip(
             steps, _reference(steps, 3, gamma, rho)):
         combined, got = weighting.combine_samples(
-            _samples(g1, g2, g3), _losses(names), _counts(dict(zip(names, labelled))))
+            sample_parts(g1, g2, g3), unit_losses(names),
+            labelled_counts(dict(zip(names, labelled))))
         np.testing.assert_allclose(numpy(got), weights, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(numpy(combined[0]), update, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(numpy(weighting.lambdas), lam, rtol=1e-5, atol=1e-7)
@@ -92,8 +80,8 @@ def test_the_update_is_the_third_sample_and_the_weights_come_from_the_first_two(
     first = [[1.0, 0.0], [0.0, 0.0]]
     second = [[1.0, 0.0], [0.0, 0.0]]  # G1 G2ᵀ λ = (0.5, 0): "a" loses weight
     third = [[0.0, 2.0], [4.0, 0.0]]
-    combined, weights = weighting.combine_samples(_samples(first, second, third),
-                                                  _losses("ab"))
+    combined, weights = weighting.combine_samples(sample_parts(first, second, third),
+                                                  unit_losses("ab"))
     np.testing.assert_allclose(numpy(weights), [0.25, 0.75], rtol=1e-6)
     np.testing.assert_allclose(numpy(combined[0]), [3.0, 0.5], rtol=1e-6)
 
@@ -101,12 +89,12 @@ def test_the_update_is_the_third_sample_and_the_weights_come_from_the_first_two(
 def test_an_unlabelled_task_keeps_its_lambda_and_gets_zero():
     weighting = _modo(("a", "b", "c"), gamma=0.5)
     rng = np.random.default_rng(1)
-    weighting.combine_samples(_samples(*rng.normal(size=(3, 3, 4))), _losses("abc"))
+    weighting.combine_samples(sample_parts(*rng.normal(size=(3, 3, 4))), unit_losses("abc"))
     before = numpy(weighting.lambdas).copy()
     grads = rng.normal(size=(3, 3, 4))
     grads[:, 0] = 0.0
     _, weights = weighting.combine_samples(
-        _samples(*grads), _losses("abc"), _counts({"a": 0, "b": 1, "c": 1}))
+        sample_parts(*grads), unit_losses("abc"), labelled_counts({"a": 0, "b": 1, "c": 1}))
     assert numpy(weights)[0] == 0.0
     np.testing.assert_allclose(numpy(weights).sum(), 1.0, rtol=1e-6)
     assert numpy(weighting.lambdas)[0] == before[0]
@@ -116,12 +104,12 @@ def test_gradients_of_any_size_give_finite_weights():
     grads = np.random.default_rng(2).normal(size=(3, 3, 6))
     for scale in (1e-20, 1e20):
         combined, weights = _modo(("a", "b", "c"), gamma=0.1).combine_samples(
-            _samples(*(grads * scale)), _losses("abc"))
+            sample_parts(*(grads * scale)), unit_losses("abc"))
         assert np.all(np.isfinite(numpy(weights))) and np.all(np.isfinite(numpy(combined[0])))
         np.testing.assert_allclose(numpy(weights).sum(), 1.0, rtol=1e-5)
     # Tiny gradients barely move λ (gamma is in units of 1 / gradient²).
     _, weights = _modo(("a", "b", "c"), gamma=0.1).combine_samples(
-        _samples(*(grads * 1e-20)), _losses("abc"))
+        sample_parts(*(grads * 1e-20)), unit_losses("abc"))
     np.testing.assert_allclose(numpy(weights), 1 / 3, rtol=1e-4)
 
 

@@ -1,13 +1,12 @@
 """Tests for `keras_mtl.weighting.sdmgrad.SDMGrad` (Xiao et al., NeurIPS 2023)."""
 
-import keras
 import numpy as np
 import pytest
 
 from keras_mtl.weighting.sdmgrad import SDMGrad
 
 from gradient_method_checks import TASKS, check_config_round_trip, check_fit_save_load
-from gradient_method_checks import combine, numpy
+from gradient_method_checks import combine, labelled_counts, numpy, sample_parts, unit_losses
 
 # make test keeps this method's doctest and the registry-wide tests; this file
 # runs in make test-slow, to keep make test under 10 minutes.
@@ -18,19 +17,6 @@ def _sdmgrad(names=("a", "b"), **kwargs):
     weighting = SDMGrad(**kwargs)
     weighting.build({n: () for n in names})
     return weighting
-
-
-def _samples(*arrays):
-    """`combine_samples`' input from `(T, P)` arrays (one variable)."""
-    return [[[keras.ops.convert_to_tensor(np.asarray(g, "float32"))] for g in a] for a in arrays]
-
-
-def _losses(names):
-    return {n: keras.ops.convert_to_tensor(1.0) for n in names}
-
-
-def _counts(labelled):
-    return {n: keras.ops.convert_to_tensor(4.0 if on else 0.0) for n, on in labelled.items()}
 
 
 # --- an independent float64 reference ----------------------------------------------
@@ -87,7 +73,8 @@ def test_steps_match_the_reference(kwargs):
     reference = _reference(steps, 3, **kwargs)
     for (zeta, xi1, xi2, labelled), (update, weights, stored) in zip(steps, reference):
         combined, got = weighting.combine_samples(
-            _samples(zeta, xi1, xi2), _losses(names), _counts(dict(zip(names, labelled))))
+            sample_parts(zeta, xi1, xi2), unit_losses(names),
+            labelled_counts(dict(zip(names, labelled))))
         np.testing.assert_allclose(numpy(got), weights, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(numpy(combined[0]), update, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(numpy(weighting.simplex_weights), stored, rtol=1e-4,
@@ -97,12 +84,12 @@ def test_steps_match_the_reference(kwargs):
 def test_an_unlabelled_task_keeps_its_stored_weight_and_gets_zero():
     weighting = _sdmgrad(("a", "b", "c"))
     rng = np.random.default_rng(1)
-    weighting.combine_samples(_samples(*rng.normal(size=(3, 3, 4))), _losses("abc"))
+    weighting.combine_samples(sample_parts(*rng.normal(size=(3, 3, 4))), unit_losses("abc"))
     before = numpy(weighting.simplex_weights).copy()
     grads = rng.normal(size=(3, 3, 4))
     grads[:, 1] = 0.0
     _, weights = weighting.combine_samples(
-        _samples(*grads), _losses("abc"), _counts({"a": 1, "b": 0, "c": 1}))
+        sample_parts(*grads), unit_losses("abc"), labelled_counts({"a": 1, "b": 0, "c": 1}))
     assert numpy(weights)[1] == 0.0
     np.testing.assert_allclose(numpy(weights).sum(), 1.0, rtol=1e-6)
     assert numpy(weighting.simplex_weights)[1] == before[1]
@@ -125,8 +112,8 @@ def test_the_weights_ignore_the_gradients_common_scale():
     results = []
     for scale in (1e-20, 1.0, 1e20):
         weighting = _sdmgrad(("a", "b", "c"))
-        combined, weights = weighting.combine_samples(_samples(*(arrays * scale)),
-                                                      _losses("abc"))
+        combined, weights = weighting.combine_samples(sample_parts(*(arrays * scale)),
+                                                      unit_losses("abc"))
         assert np.all(np.isfinite(numpy(combined[0])))
         results.append((numpy(combined[0]) / scale, numpy(weights)))
     for combined, weights in results:

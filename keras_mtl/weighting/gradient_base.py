@@ -80,10 +80,14 @@ class GradientWeighting(Weighting):
     #: Independent gradient samples the method combines per step: 1, or
     #: more for the double-sampling methods (SDMGrad and MoDo take 3), which
     #: implement `combine_samples`. In params mode the training step then
-    #: splits each batch into that many sub-batches and hands the method
-    #: each one's per-task gradients (`keras_mtl.training.step`); `combine`
-    #: and `combine_parts` give it the same gradients as every sample (the
-    #: deterministic case).
+    #: splits each batch into that many interleaved sub-batches (example `i`
+    #: in sub-batch `i mod S`) and hands the method every task's gradient on
+    #: each: one forward pass of the batch, `S T` backward passes through
+    #: the trunk (`keras_mtl.training.step`). The heads are trained on the
+    #: whole batch's loss. LibMTL draws `S` batches of `batch_size` per step
+    #: instead: `batch_size=S B` here sees the data its `B` sees. `combine`
+    #: and `combine_parts` give the method the same gradients as every
+    #: sample (the deterministic case).
     gradient_samples = 1
 
     def __init__(self, mode="params", gradient_dtype="float32", **kwargs):

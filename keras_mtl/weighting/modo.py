@@ -19,15 +19,10 @@ the update:
 `λ` starts at `1/T`. The reported weight of task `t` (`weight_<task>`) is
 `λ_t`, its weight in `d`.
 
-The three samples. In `fit` the training step splits each batch into three
-interleaved sub-batches (example `i` in sub-batch `i mod 3`) and computes
-each task's gradient on each (`keras_mtl.training.step`: one forward pass
-of the batch, `3 T` backward passes through the trunk). LibMTL draws three
-batches of `batch_size` per step instead: `batch_size=3 B` here sees the
-data LibMTL's `B` sees. The heads are trained on the whole batch's loss,
-which is LibMTL's average of the three samples' head gradients. Called
-directly, `combine(grads, ...)` uses `grads` as all three samples (the
-deterministic case).
+The three samples are three interleaved sub-batches of each batch, the
+heads trained on the whole batch (`GradientWeighting.gradient_samples`;
+LibMTL averages the three samples' head gradients, the same thing):
+`batch_size=3 B` sees the data LibMTL's `B` sees.
 
 Defaults: LibMTL's (`MoDo_gamma=1e-3`, `MoDo_rho=0.1`).
 

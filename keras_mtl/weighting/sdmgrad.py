@@ -26,14 +26,10 @@ Euclidean projection onto the simplex. `d = Σ_t ω_t zeta_t` with
 (`weight_<task>`) is `ω_t`. `lamda = 0` is a stochastic MGDA; a large
 `lamda` tends to the mean gradient.
 
-The three samples. In `fit` the training step splits each batch into three
-interleaved sub-batches (example `i` in sub-batch `i mod 3`) and computes
-each task's gradient on each (`keras_mtl.training.step`: one forward pass
-of the batch, `3 T` backward passes through the trunk). LibMTL and the
-authors draw three batches of `batch_size` per step instead:
-`batch_size=3 B` here sees the data their `B` sees. The heads are trained
-on the whole batch's loss. Called directly, `combine(grads, ...)` uses
-`grads` as all three samples (the deterministic case).
+The three samples are three interleaved sub-batches of each batch, the
+heads trained on the whole batch (`GradientWeighting.gradient_samples`);
+LibMTL and the authors draw three batches per step, so `batch_size=3 B`
+sees the data their `B` sees.
 
 Defaults: LibMTL's (`SDMGrad_lamda=0.3`, `SDMGrad_niter=20`, its inner SGD
 with learning rate 5 and momentum 0.5; the authors' code has learning rate
