@@ -1,8 +1,10 @@
 """Child process for tests/test_distributed.py: 2 replicas vs 1, same global batch.
 
-Usage: python distributed_check.py MODE METHOD [METHOD ...]. Prints, per
-method, the max absolute difference of the trained variables as
-`MAXDIFF <method> <value>`.
+Usage: python distributed_check.py MODE METHOD [METHOD ...], MODE a
+gradient-level method's mode or "loss" for loss-level methods. Trains each
+method for `EPOCHS` epochs of 5 steps and prints the max absolute difference of the trained
+variables and of the weighting's state (`state_arrays()`: its variables and
+seed states) as `MAXDIFF <method> <value>`.
 """
 
 import sys
@@ -35,7 +37,17 @@ def make_weighting(method, mode):
     if method == "nash_mtl_every2":
         # Reuse steps: in params mode they skip the per-task gradients.
         return keras_mtl.weighting.NashMTL(mode=mode, update_every=2, max_norm=1.0)
+    if method == "inverse_size":
+        return keras_mtl.weighting.InverseSize(counts={"a": 20, "b": 40, "s": 28})
+    if mode == "loss":
+        return keras_mtl.weighting.get_class(method)()
     return keras_mtl.weighting.get_class(method)(mode=mode)
+
+
+#: Epochs of 5 steps: 3 for loss-level methods, whose state changes at
+#: epoch ends too (DWA's weights from the second epoch's end on, STCH's nadir
+#: after its warm-up), 1 for gradient-level ones (their state moves at steps).
+EPOCHS = {"loss": 3}
 
 
 def trunk():
@@ -51,8 +63,11 @@ def train(strategy, mode, method, x, y):
         model = keras_mtl.build_model(trunk(), tasks, head_units=(8,))
         model.compile(optimizer=keras.optimizers.SGD(0.01), weighting=make_weighting(method, mode))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    model.fit(dataset, epochs=1, verbose=0)
-    return [np.asarray(v) for v in model.trainable_variables]
+    model.fit(dataset, epochs=EPOCHS.get(mode, 1), verbose=0)
+    # The weighting's state on every replica: each must hold the 1-replica value.
+    state = [[np.asarray(c, "float64") for c in strategy.experimental_local_results(v.value)]
+             for v in model.weighting.variables]
+    return [np.asarray(v) for v in model.trainable_variables], state
 
 
 def main(mode, *methods):
@@ -71,7 +86,10 @@ def main(mode, *methods):
     for method in methods:
         two = train(tf.distribute.MirroredStrategy(devices[:2]), mode, method, x, y)
         one = train(tf.distribute.OneDeviceStrategy(devices[0]), mode, method, x, y)
-        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(one, two))
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(one[0], two[0]))
+        for (a,), copies in zip(one[1], two[1]):
+            assert len(copies) == 2, copies
+            diff = max([diff] + [float(np.max(np.abs(a - b))) for b in copies])
         print("MAXDIFF", method, diff, flush=True)
 
 

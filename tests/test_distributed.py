@@ -1,4 +1,5 @@
-"""Gradient-level methods are exact under tf.distribute (2 replicas == 1).
+"""Every weighting method is exact under tf.distribute (2 replicas == 1):
+the trained variables, and the method's state on each replica.
 
 Each method runs in its own child process (logical devices must be set
 before TensorFlow starts; and TensorFlow's collective executor keeps state
@@ -30,6 +31,8 @@ CASES = [
     (mode, name) for name in registered_methods("gradient")
     for mode in W.get_class(name).supported_modes
 ] + [(mode, m) for m in ("normalised", "nash_mtl_every2") for mode in ("params", "representation")]
+#: Every registered loss-level method ("loss": distributed_check.py's mode).
+LOSS_CASES = [("loss", name) for name in registered_methods("loss")]
 
 
 def run_check(mode, methods):
@@ -50,6 +53,6 @@ def run_check(mode, methods):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, method", CASES)
+@pytest.mark.parametrize("mode, method", CASES + LOSS_CASES)
 def test_two_replicas_match_one(mode, method):
     assert run_check(mode, [method])[method] < 1e-5

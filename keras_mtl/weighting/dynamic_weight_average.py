@@ -110,7 +110,7 @@ class DynamicWeightAverage(Weighting):
         history = ops.stack([ops.convert_to_tensor(self.loss_history)[1], mean])
         self.loss_history.assign(history)
         self.epochs_seen.assign_add(1)
-        if int(self.epochs_seen) >= 2:
+        if int(ops.convert_to_numpy(self.epochs_seen)) >= 2:
             older, newer = history[0], history[1]
             known = ops.logical_and(ops.greater(older, 0), ops.greater(newer, 0))
             ratio = ops.where(known, ops.divide_no_nan(newer, older), 1.0)

@@ -196,7 +196,7 @@ class SmoothTchebycheff(LowerBoundedWeighting):
         counts = ops.convert_to_tensor(self.loss_counts)
         if float(ops.sum(counts)) == 0:
             return  # No training step this epoch: not an epoch of the schedule.
-        if int(self.epochs_seen) == self.warmup_epochs:  # the nadir epoch ends
+        if int(ops.convert_to_numpy(self.epochs_seen)) == self.warmup_epochs:  # the nadir epoch ends
             mean = ops.divide_no_nan(ops.convert_to_tensor(self.loss_sums), counts)
             self.nadir.assign(ops.where(ops.greater(counts, 0), mean, 1.0))
         self.epochs_seen.assign_add(1)
