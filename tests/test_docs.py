@@ -35,6 +35,7 @@ PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 SLOW_PAGES = {
     "docs/architectures.md",
     "docs/data.md",
+    "docs/reliability.md",
     "docs/serving.md",
     "docs/tuning.md",
     "docs/weighting.md",

@@ -310,8 +310,6 @@ def _check_gradient_weighting(model, weighting):
     problem = None
     if keras.backend.backend() not in ("tensorflow", "jax"):
         problem = f"the {keras.backend.backend()!r} backend (TensorFlow and JAX only)"
-    elif keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
-        problem = "a `keras.distribution` on JAX (use TensorFlow's tf.distribute)"
     elif weighting.mode == "representation" and not model.shares_representation:
         problem = (
             "mode='representation' on a trunk with per-task representations "

@@ -1,0 +1,53 @@
+"""Child process for tests/test_distributed.py: JAX `keras.distribution.DataParallel`
+on 2 host devices vs no distribution, same global batches.
+
+Usage: python jax_distribution_check.py METHOD [METHOD ...] (a registry name;
+"name:mode" picks a gradient-level method's mode). Trains each method as
+`distributed_check.py` does (`distribution_cases`) and prints the max
+difference (`distribution_cases.difference`) of the trained variables and of
+the weighting's state as `MAXDIFF <method> <value>`.
+"""
+
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()
+
+import jax  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from distribution_cases import EPOCHS, data, difference, model  # noqa: E402
+
+
+def train(method, mode, x, y, distribution):
+    keras.distribution.set_distribution(distribution)
+    try:
+        built = model(method, mode)
+        if distribution is not None:  # the variables live on both devices
+            assert all(len(v.value.sharding.device_set) == 2 for v in built.variables)
+        built.fit(x, y, batch_size=8, epochs=EPOCHS.get(mode, 1), shuffle=False, verbose=0)
+        return [np.asarray(v) for v in built.trainable_variables + built.weighting.variables]
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+def main(*cases):
+    devices = jax.devices("cpu")
+    assert len(devices) == 2, devices
+    x, y = data()
+    for case in cases:
+        method, _, mode = case.partition(":")
+        if not mode:
+            mode = "loss"
+        one = train(method, mode, x, y, None)
+        two = train(method, mode, x, y, keras.distribution.DataParallel(devices=devices))
+        diff = max(difference(a, b) for a, b in zip(one, two))
+        print("MAXDIFF", case, diff, flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
