@@ -20,8 +20,7 @@ JAX_TESTS := tests/test_weighting_common.py tests/test_weighting_static.py \
 	tests/test_weighting_dwa.py tests/test_weighting_rlw.py tests/test_weighting_gls.py \
 	tests/test_weighting_famo.py tests/test_weighting_scale_invariant.py tests/test_tasks.py \
 	tests/test_metrics.py tests/test_backbones.py
-JAX_MORE := tests/test_gradients_jax.py tests/test_gradient_samples.py tests/test_model.py \
-	tests/test_data.py \
+JAX_MORE := tests/test_gradients_jax.py tests/test_model.py tests/test_data.py \
 	tests/test_weighting_stch.py tests/test_weighting_imtl_l.py \
 	tests/test_branching.py tests/test_adversarial.py \
 	tests/test_callbacks.py tests/test_optimizers.py tests/test_distillation.py \
@@ -32,14 +31,15 @@ JAX_MORE := tests/test_gradients_jax.py tests/test_gradient_samples.py tests/tes
 	tests/test_nonfinite.py tests/test_compile.py tests/test_bad_inputs.py \
 	tests/test_mixed_precision.py tests/test_several_inputs.py tests/test_backbones_molecules.py \
 	tests/test_architectures_dselect_k.py
-# Slow on JAX too: kill-and-resume, and weighting files marked slow as a
-# whole (to keep `make test` under 10 minutes). FairGrad's file is not here:
+# Slow on JAX too: kill-and-resume, the gradient samples' traced fit, and
+# weighting files marked slow as a whole (to keep `make test` under 10
+# minutes). FairGrad's file is not here:
 # 6 of its tests fail on JAX (a tf.function check, and scale checks whose
 # float64 solve runs in float32 there without jax_enable_x64); its JAX step
 # is checked against TensorFlow's in test_gradients_jax.py.
 JAX_SLOW := tests/test_kill_resume.py tests/test_weighting_db_mtl.py \
 	tests/test_weighting_excess_mtl.py tests/test_weighting_moco.py \
-	tests/test_weighting_sdmgrad.py tests/test_weighting_modo.py
+	tests/test_weighting_sdmgrad.py tests/test_weighting_modo.py tests/test_gradient_samples.py
 
 # The fast TensorFlow suite runs in two pytest-xdist processes (one per core
 # here; much of a test is single-threaded tracing), a test file per process

@@ -73,6 +73,7 @@ def test_seeded_batches_are_the_same_for_a_seed_and_cover_each_epoch():
     assert all(np.array_equal(a, b) for a, (b, _) in zip(again, seen))
 
 
+@pytest.mark.slow  # a KerasTuner search (about 15 s): make test stays under 10 minutes
 def test_tune_static_searches_the_static_weights(tmp_path):
     import keras
 

@@ -34,6 +34,7 @@ PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 # run in `make test`.
 SLOW_PAGES = {
     "docs/architectures.md",
+    "docs/backbones.md",
     "docs/data.md",
     "docs/reliability.md",
     "docs/serving.md",

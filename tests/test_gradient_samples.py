@@ -4,6 +4,7 @@ masked mean loss, computed apart with a tape."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from keras import ops
 
@@ -80,6 +81,7 @@ def test_the_samples_weighted_by_their_counts_add_up_to_the_batch_gradient():
     assert not np.allclose(weighting.seen[0][1][0], weighting.seen[1][1][0])
 
 
+@pytest.mark.slow  # make test trains SDMGrad and MoDo traced in the registry-wide tests
 def test_sample_methods_train_in_a_traced_step():
     # Graph mode (and XLA on JAX): the same step compiled, finite weights.
     model = tiny_model(TASKS)
