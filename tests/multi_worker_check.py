@@ -20,22 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import keras_mtl  # noqa: E402
-from keras_mtl import tasks as T  # noqa: E402
-
-
-def data(n=40):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (n, 16, 16, 3)).astype("float32")
-    y = {
-        "a": rng.normal(size=(n, 1)).astype("float32"),
-        "b": rng.integers(0, 2, (n, 1)).astype("float32"),
-        "s": rng.integers(0, 3, (n, 16, 16)).astype("int32"),
-    }
-    # Partial labels: the workers hold different label counts.
-    y["a"][rng.random(n) < 0.5] = np.nan
-    y["s"][rng.random(n) < 0.3] = -1
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 5 global steps
+from distribution_cases import data, model  # noqa: E402
 
 
 def main(outdir, method, mode, role, *cluster):
@@ -51,18 +36,12 @@ def main(outdir, method, mode, role, *cluster):
         strategy = tf.distribute.get_strategy()
         name = "single"
     with strategy.scope():
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((16, 16, 3))
-        x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inputs)
-        trunk = keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2, padding="same")(x))
-        tasks = [T.Regression("a"), T.BinaryClassification("b"), T.Segmentation("s", 3)]
-        model = keras_mtl.build_model(trunk, tasks, head_units=(8,))
-        weighting = keras_mtl.weighting.get_class(method)(mode=mode)
-        model.compile(optimizer=keras.optimizers.SGD(0.01), weighting=weighting)
-    history = model.fit(data(), epochs=1, verbose=0)
+        built = model(method, mode)
+    x, y = data()  # 5 global steps, partial labels: the workers hold different counts
+    history = built.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0)
     print("REPLICAS", strategy.num_replicas_in_sync, "LOSS", history.history["loss"][-1])
     np.savez(os.path.join(outdir, name + ".npz"),
-             *[keras.ops.convert_to_numpy(v) for v in model.trainable_variables])
+             *[keras.ops.convert_to_numpy(v) for v in built.trainable_variables])
 
 
 if __name__ == "__main__":

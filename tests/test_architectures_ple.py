@@ -146,7 +146,8 @@ def test_configs_round_trip():
 
 @pytest.mark.parametrize(
     "weighting",
-    [lambda: W.Uncertainty(), lambda: W.get("pcgrad")],
+    # make test keeps one fit (under 10 minutes): PCGrad's, in params mode.
+    [pytest.param(lambda: W.Uncertainty(), marks=pytest.mark.slow), lambda: W.get("pcgrad")],
     ids=["uncertainty", "pcgrad-params"],
 )
 def test_fit_and_keras_round_trip(weighting, tmp_path):
