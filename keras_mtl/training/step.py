@@ -320,16 +320,19 @@ def _sample_cotangents(rep_grads, names, targets, counts, samples, engine):
     # By the example's index in the global batch: the same sub-batches on
     # any number of replicas.
     member = ops.mod(ops.arange(batch) + engine.first_example(batch), samples)
+    rows = ops.cast(ops.equal(member[None, :], ops.arange(samples)[:, None]), "float32")  # (S, B)
+    labelled = ops.stack([  # (T, B): labelled values (pixels) per example
+        ops.sum(ops.reshape(ops.cast(targets[n].keep, "float32"), (batch, -1)), axis=1)
+        for n in names
+    ])
+    # (T, S) labelled counts of the sub-batches, global: one reduction.
+    sample_counts = engine.cross_replica_sum(ops.matmul(labelled, ops.transpose(rows)))
+    factors = ops.divide_no_nan(ops.stack([counts[n] for n in names])[:, None], sample_counts)
     cotangents = [[] for _ in range(samples)]
     for t, grad in enumerate(rep_grads):
-        keep = ops.cast(targets[names[t]].keep, "float32")
-        per_example = ops.sum(ops.reshape(keep, (batch, -1)), axis=1)
         for s in range(samples):
-            rows = ops.cast(ops.equal(member, s), "float32")
-            count = engine.cross_replica_sum(ops.sum(per_example * rows))
-            factor = ops.divide_no_nan(counts[names[t]], count)
-            rows = ops.reshape(rows * factor, (batch,) + (1,) * (len(grad.shape) - 1))
-            cotangents[s].append(grad * ops.cast(rows, grad.dtype))
+            scaled = ops.reshape(rows[s] * factors[t, s], (batch,) + (1,) * (len(grad.shape) - 1))
+            cotangents[s].append(grad * ops.cast(scaled, grad.dtype))
     return cotangents
 
 
