@@ -183,6 +183,20 @@ def _positive_rate(argument, value):
 
 
 
+def labelled_face(stored, labelled):
+    """`(μ, m)` for simplex weights `stored` kept from step to step, of
+    which a step moves only the `labelled` tasks' (module docstring): `μ`,
+    the labelled tasks' stored weights renormalised to sum to 1 (uniform if
+    they are all 0; 0 elsewhere), and `m`, their share of the simplex (the
+    unlabelled tasks' stay; exactly 1 with every task labelled), so that the
+    new stored weights are `m μ'` there."""
+    inside = ops.cast(labelled, stored.dtype)
+    share = ops.sum(stored * inside)
+    mass = ops.maximum(1.0 - ops.sum(stored * (1.0 - inside)), 0.0)
+    uniform = inside / ops.maximum(ops.sum(inside), 1.0)
+    return ops.where(share > 0, stored * inside / ops.where(share > 0, share, 1.0), uniform), mass
+
+
 def simplex_step(gram, scale, lambdas, labelled, rate, rho):
     """`(μ, λ)`: one projected gradient step of `½ λᵀ A λ + ½ rho ‖λ‖²` from
     the stored weights `lambdas` on the face of the simplex of the
@@ -197,12 +211,7 @@ def simplex_step(gram, scale, lambdas, labelled, rate, rho):
     dtype = "float64"  # float32 on JAX without jax_enable_x64
     gram = ops.cast(gram, dtype)
     lambdas = ops.cast(lambdas, dtype)
-    inside = ops.cast(labelled, dtype)
-    share = ops.sum(lambdas * inside)
-    # λ_u of the unlabelled tasks stay; exactly 1 with every task labelled.
-    mass = ops.maximum(1.0 - ops.sum(lambdas * (1.0 - inside)), 0.0)
-    uniform = inside / ops.maximum(ops.sum(inside), 1.0)
-    weights = ops.where(share > 0, lambdas * inside / ops.where(share > 0, share, 1.0), uniform)
+    weights, mass = labelled_face(lambdas, labelled)
     direction = ops.matmul(gram, weights)
     # γ_k s² (in logs: s² alone overflows float32 for s > ~1e19), capped
     # where its product with the direction reaches 1e30: the projection

@@ -81,6 +81,7 @@ from keras_mtl.weighting.gradient_base import GradientWeighting
 from keras_mtl.weighting.gradient_base import parts_combination
 from keras_mtl.weighting.gradient_base import parts_gram
 from keras_mtl.weighting.gradient_base import sample_scale
+from keras_mtl.weighting.moco import labelled_face
 from keras_mtl.weighting.moco import project_to_simplex
 from keras_mtl.weighting.registry import register
 from keras_mtl.weighting.space import Float
@@ -168,10 +169,7 @@ class SDMGrad(GradientWeighting):
         c = ops.sum(ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))) / count
         gram = gram / (ops.square(c) + EPSILON)
         target = self.lamda * ops.sum(gram, axis=1) / count
-        share = ops.sum(stored * inside)
-        mass = ops.maximum(1.0 - ops.sum(stored * (1.0 - inside)), 0.0)
-        w = ops.where(share > 0, stored * inside / ops.where(share > 0, share, 1.0),
-                      inside / count)
+        w, mass = labelled_face(stored, labelled)
         velocity = ops.zeros_like(w)
         for _ in range(self.iterations):
             velocity = self.momentum * velocity + ops.matmul(gram, w) + target
