@@ -4,6 +4,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+#: The child-process scripts (`*_check.py`) set up their process when imported
+#: (logical devices, KERAS_BACKEND, XLA_FLAGS); `--doctest-modules` would
+#: import them into pytest's own process, whose environment every later child
+#: then inherits (CI once ran the TensorFlow checks on JAX that way).
+collect_ignore_glob = ["*_check.py"]
+
+#: What the environment said before any test module was imported
+#: (tests/test_imports.py checks that collecting left it alone).
+ENVIRONMENT_AT_START = {name: os.environ.get(name) for name in ("KERAS_BACKEND", "XLA_FLAGS")}
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

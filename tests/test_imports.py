@@ -114,3 +114,12 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         keras_mtl.nope  # noqa: B018
+
+
+def test_collecting_the_tests_leaves_the_environment_alone():
+    # Every child process a test starts inherits this process's environment:
+    # a module that sets KERAS_BACKEND when collected would move them all to
+    # another backend (tests/conftest.py: collect_ignore_glob).
+    from conftest import ENVIRONMENT_AT_START
+
+    assert {name: os.environ.get(name) for name in ENVIRONMENT_AT_START} == ENVIRONMENT_AT_START
