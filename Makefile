@@ -45,7 +45,8 @@ JAX_SLOW := tests/test_kill_resume.py tests/test_weighting_db_mtl.py \
 # here; much of a test is single-threaded tracing), a test file per process
 # so module fixtures are built once, each TensorFlow with one thread per pool
 # (two processes of two threads each oversubscribe 2 cores). `make test
-# WORKERS=` runs it in one process.
+# WORKERS=` runs it in one process. The slow TensorFlow suite too: most of it
+# is child processes, one at a time per worker.
 WORKERS ?= -n 2 --dist loadfile
 XDIST_ENV := $(if $(WORKERS),TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)
 
@@ -80,7 +81,7 @@ test: install
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_TESTS)
 
 test-slow: install
-	$(BIN)/python -m pytest tests -m slow || [ $$? -eq 5 ]  # 5: no slow test collected
+	$(XDIST_ENV) $(BIN)/python -m pytest tests -m slow $(WORKERS) || [ $$? -eq 5 ]  # 5: none collected
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow" $(JAX_MORE)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m slow $(JAX_SLOW)
 

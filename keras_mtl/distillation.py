@@ -339,7 +339,8 @@ class Distiller(keras.Model):
         # The callbacks `MultiTaskModel.fit` adds, in the same order. An
         # epoch without labels is valid here: the teachers' targets train.
         callbacks, validation_data = self.student.fit_callbacks(
-            callbacks, validation_data, kwargs, require_labels=False)
+            callbacks, validation_data, kwargs, require_labels=False,
+            x=args[0] if args else kwargs.get("x"))
         return super().fit(
             *args, callbacks=callbacks, validation_data=validation_data, **kwargs
         )

@@ -12,12 +12,18 @@ Usage:
 path): one that registers a weighting method of its own, which is then
 known by name like the built-in ones.
 
+METHOD@SCHEDULE (e.g. `uncertainty@temperature`) trains METHOD on two
+sources mixed by `keras_mtl.data.interleave` with that sampling schedule
+instead of on arrays, and appends each epoch's sources to
+`WORKDIR/<METHOD@SCHEDULE>.order` (a JSON line per finished epoch).
+
 Each finished run writes `WORKDIR/<method>.npz`: every model variable
 (weighting state and seed-generator states included), in order.
 """
 
 import importlib
 import inspect
+import json
 import os
 import signal
 import sys
@@ -63,6 +69,44 @@ def data(n=32):
     return x, y
 
 
+#: The `interleave` arguments of each schedule METHOD@SCHEDULE may name.
+SCHEDULES = {"temperature": {"temperature": 2.0}, "annealed": {"num_epochs": EPOCHS}}
+
+
+def interleaved(schedule):
+    """Source "ab" (6 batches) labels tasks a and b, source "c" (2) task c."""
+    import tensorflow as tf
+
+    x, y = data()
+    ab = tf.data.Dataset.from_tensor_slices((x[:24], {"a": y["a"][:24], "b": y["b"][:24]}))
+    c = tf.data.Dataset.from_tensor_slices((x[24:], {"c": y["c"][24:]}))
+    return keras_mtl.data.interleave(
+        {"ab": ab.batch(4), "c": c.batch(4)}, schedule, seed=5, **SCHEDULES[schedule])
+
+
+class SourceOrder(keras.callbacks.Callback):
+    """Appends the source of each batch of an epoch to `path` when the epoch
+    ends, told by whether task c's labelled count grew."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.order, self.seen = [], 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `self.model` first: on JAX it writes the trainer's state back.
+        checks = self.model._compiled_state.checks
+        labelled_c = float(keras.ops.convert_to_numpy(checks.counts)[NAMES.index("c"), 3])
+        self.order.append("c" if labelled_c > self.seen else "ab")
+        self.seen = labelled_c
+
+    def on_epoch_end(self, epoch, logs=None):
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"epoch": epoch, "sources": self.order}) + "\n")
+
+
 def make_model(method):
     keras.utils.set_random_seed(0)
     trunk = keras.Sequential([
@@ -100,14 +144,21 @@ class KillAt(keras.callbacks.Callback):
 
 
 def train(workdir, method, kill_at=None, backup=False):
-    model = make_model(method)
-    x, y = data()
+    weighting, _, schedule = method.partition("@")
+    model = make_model(weighting)
     callbacks = []
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(workdir, method + "_backup")))
     if kill_at is not None:
         callbacks.append(KillAt(*kill_at))
-    model.fit(x, y, batch_size=8, shuffle=False, epochs=EPOCHS, callbacks=callbacks, verbose=0)
+    if schedule:
+        # Nothing but the dataset: `fit` itself tells it the epoch.
+        callbacks.append(SourceOrder(os.path.join(workdir, method + ".order")))
+        model.fit(interleaved(schedule), epochs=EPOCHS, callbacks=callbacks, verbose=0)
+    else:
+        x, y = data()
+        model.fit(x, y, batch_size=8, shuffle=False, epochs=EPOCHS, callbacks=callbacks,
+                  verbose=0)
     values = [keras.ops.convert_to_numpy(v) for v in model.variables]
     np.savez(os.path.join(workdir, method + ".npz"), *values)
 

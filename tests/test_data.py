@@ -112,6 +112,48 @@ def test_annealed_inside_plain_fit_follows_the_fit_epochs():
     assert expected[0][1] < expected[1][1] < expected[2][1]
 
 
+def test_a_loaded_model_resumed_at_an_epoch_draws_that_epochs_sources(tmp_path):
+    """`.keras` + `fit(initial_epoch=1)` with the dataset built again equals
+    the uninterrupted run: `fit` tells the dataset the epoch (without it,
+    the new dataset would draw epoch 0's sources again)."""
+    def build():
+        return data.interleave({"big": labelled("a", 6, value=1.0), "small": labelled("b", 2, value=-2.0)},
+                               "temperature", temperature=2.0, seed=3)
+
+    order = sources_of(build(), ["a", "b"], epochs=2)
+    assert order[:len(order) // 2] != order[len(order) // 2:]  # epochs draw anew
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        trunk = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        model = keras_mtl.MultiTaskModel(
+            trunk, [T.Regression("a"), T.Regression("b")], head_units=(2,))
+        model.compile(optimizer="adam", weighting="uncertainty")
+        return model
+
+    uninterrupted = fresh()
+    uninterrupted.fit(build(), epochs=2, verbose=0)
+    first = fresh()
+    first.fit(build(), epochs=1, verbose=0)
+    first.save(tmp_path / "epoch1.keras")
+    resumed = keras.models.load_model(tmp_path / "epoch1.keras")
+    resumed.fit(build(), initial_epoch=1, epochs=2, verbose=0)
+    for a, b in zip(resumed.variables, uninterrupted.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   atol=1e-6, rtol=0, err_msg=a.path)
+
+
+def test_schedule_epochs_takes_only_interleaved_datasets():
+    mixed = data.interleave({"a": labelled("a", 3), "b": labelled("b", 1)}, "proportional")
+    with pytest.raises(ValueError, match=r"datasets\[1\].*the one `interleave` returned"):
+        data.ScheduleEpochs(mixed, mixed.map(lambda x, y, sw: (x, y, sw)))
+    # Round-robin draws nothing: accepted, nothing to set.
+    assert data.ScheduleEpochs(data.interleave({"a": labelled("a", 3)})).epochs == []
+    callback = data.ScheduleEpochs(mixed)
+    callback.on_epoch_begin(4)
+    assert int(mixed.schedule_epoch.numpy()) == 4
+
+
 def test_same_seed_same_sequence_and_epochs_differ():
     def order(seed):
         ds = data.interleave(

@@ -2,12 +2,14 @@
 `keras.callbacks.BackupAndRestore` ends with the same variables (model,
 optimizer-free state of the weighting, seed generators) as a run that was
 never interrupted, for every weighting method (on JAX, for a subset that
-has every kind of state).
+has every kind of state), and for `interleave`d sources drawn by sampling
+schedules (the same sources in the same order).
 
 The runs happen in child processes (tests/kill_resume_check.py): SIGKILL
 gives the process no chance to clean up, as a preempted machine would not.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +30,11 @@ METHODS = registered_methods()
 #: seed generator (RLW), and gradient-level methods with a seeded task order
 #: (PCGrad) and a stored solution (Nash-MTL).
 JAX_METHODS = ["uncertainty", "dwa", "famo", "rlw", "pcgrad", "nash_mtl"]
-RUN = JAX_METHODS if keras.backend.backend() == "jax" else METHODS
+#: Trained on two sources mixed by `interleave` with a sampling schedule
+#: (each epoch draws other sources): the resumed run must draw what the
+#: uninterrupted run drew, in the same order.
+INTERLEAVED = ["uncertainty@temperature", "uncertainty@annealed"]
+RUN = (JAX_METHODS if keras.backend.backend() == "jax" else METHODS) + INTERLEAVED
 # Killed after the third step of the second epoch: the backup holds epoch 1.
 KILL_AT = ("1", "2")
 
@@ -78,6 +84,17 @@ def check_resumed(workdir, method, uninterrupted_dir, runs):
     assert len(actual) == len(expected)
     for a, b in zip(actual, expected):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    if "@" in method:
+        # The epochs the killed run finished, then the resumed run's.
+        order = sources(workdir / f"{method}.order")
+        assert order == sources(uninterrupted_dir / f"{method}.order")
+        assert [e["epoch"] for e in order] == [0, 1, 2]
+        assert order[0]["sources"] != order[1]["sources"]  # epochs draw anew
+
+
+def sources(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ validated source by source (`SourceValidation`):
 - `sources`: the sources' specs checked, each padded to every task;
 - `interleaving`: `interleave`, the mixed, prefetched `tf.data` pipeline.
 
-`SourceValidation` lives beside the training step
-(`keras_mtl.training.source_validation`), which the model imports without
-importing this package (TensorFlow); it is re-exported here.
+`SourceValidation` and `ScheduleEpochs` (the epoch a sampling schedule
+draws for) live beside the training step (`keras_mtl.training`), which the
+model imports without importing this package (TensorFlow); they are
+re-exported here.
 """
 
 from keras_mtl.data.interleaving import interleave
@@ -19,12 +20,14 @@ from keras_mtl.data.schedules import EPOCHS
 from keras_mtl.data.schedules import SCHEDULES
 from keras_mtl.data.schedules import epoch_length
 from keras_mtl.data.schedules import sampling_probabilities
+from keras_mtl.training.callbacks import ScheduleEpochs
 from keras_mtl.training.source_validation import SourceValidation
 
 __all__ = [
     "ANNEALED_DECAY",
     "EPOCHS",
     "SCHEDULES",
+    "ScheduleEpochs",
     "SourceValidation",
     "epoch_length",
     "interleave",

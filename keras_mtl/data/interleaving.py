@@ -106,19 +106,24 @@ def interleave(
     `"annealed"` the length is fixed across epochs (Keras wants one) and
     computed with the first epoch's, proportional, probabilities.
 
-    How the epoch reaches the pipeline. The dataset is built once and
-    `model.fit(ds, epochs=E)` needs no callback: the dataset holds a counter
-    of completed iterations (a `tf.Variable` on the CPU), which the last
-    batch of each iteration increments as it is handed over (after the
-    prefetch buffer, so a batch prefetched but never consumed does not
-    count), and which each new iteration reads once to draw its whole
-    sequence of sources with seed `(seed, epoch)`. Keras creates an iterator
-    at each epoch start, and one more it throws away at each epoch end (and
-    may peek at one batch of another before training): they read the same
-    count, so epoch e gets the probabilities of epoch e. (A peek does count
-    when an epoch is one step long.) Any complete pass counts
-    (an `evaluate` on the same dataset too); `initial_epoch` starts the count
-    elsewhere, e.g. when training resumes.
+    How the epoch reaches the pipeline. A sampling schedule has no state of
+    its own: epoch e's sequence of sources is drawn with seed `(seed, e)`.
+    The dataset is built once and holds e (a `tf.Variable` on the CPU,
+    `dataset.schedule_epoch`), which each new iteration reads once.
+    `MultiTaskModel.fit` sets it to Keras' epoch index at each epoch's start
+    (`ScheduleEpochs`), so a resumed run draws what the uninterrupted run
+    drew: after `keras.callbacks.BackupAndRestore` restores the epoch, or
+    after a `.keras` file is loaded and `fit(initial_epoch=...)` goes on
+    (a killed epoch restarts from its first batch, as Keras restarts it).
+    Transform the result further (`.map`, `.take`) and that attribute is
+    gone: pass `callbacks=[ScheduleEpochs(dataset)]` with the dataset
+    `interleave` returned. Without the callback (a plain Keras model, a
+    loop of your own) the last batch of each iteration increments the count
+    as it is handed over (after the prefetch buffer, so a batch prefetched
+    but never consumed does not count): one epoch per complete pass, an
+    `evaluate` on the same dataset included, starting at `initial_epoch`.
+    The sources' own randomness (a `shuffle` reshuffled each iteration) is
+    tf.data's: a new process starts it again, for any dataset `fit` reads.
 
     Cost. Per batch, the padding map and the choice add well under a
     millisecond of CPU (prefetched, off the training thread). Each iteration
@@ -151,7 +156,8 @@ def interleave(
         seed: Integer seed of the sampling schedules (drawn from NumPy's
             global generator when `None`, which `keras.utils.set_random_seed`
             seeds).
-        initial_epoch: Number of epochs already done (0-based, as in `fit`).
+        initial_epoch: The epoch the first iteration draws for (0-based, as
+            in `fit`), for loops without `ScheduleEpochs`.
 
     Returns:
         A finite `tf.data.Dataset` of `(x, y, sample_weight)` with a known
@@ -206,9 +212,14 @@ def interleave(
         choices = tf.data.Dataset.range(len(names)).repeat().take(steps)
         mixed = tf.data.Dataset.choose_from_datasets(repeated, choices)
         mixed = mixed.prefetch(tf.data.AUTOTUNE)
+        epoch_variable = None
     else:
+        with tf.device("/cpu:0"):
+            epoch_variable = tf.Variable(
+                initial_epoch, dtype=tf.int64, trainable=False, name="schedule_epoch"
+            )
         mixed = _sampled(
-            repeated, counts, schedule, temperature, num_epochs, steps, seed, initial_epoch
+            repeated, counts, schedule, temperature, num_epochs, steps, seed, epoch_variable
         )
     mixed = mixed.apply(tf.data.experimental.assert_cardinality(steps))
     options = tf.data.Options()
@@ -216,15 +227,16 @@ def interleave(
     # prefetch may be injected after the counting map (see `_sampled`).
     options.experimental_optimization.inject_prefetch = False
     options.deterministic = True
-    return mixed.with_options(options)
+    mixed = mixed.with_options(options)
+    # What `ScheduleEpochs` (added by `MultiTaskModel.fit`) sets at each
+    # epoch's start; `None`: round-robin draws nothing.
+    mixed.schedule_epoch = epoch_variable
+    return mixed
 
 
-def _sampled(repeated, counts, schedule, temperature, num_epochs, steps, seed, initial_epoch):
-    """Choose-from-datasets with an epoch-aware, seeded choice sequence."""
-    with tf.device("/cpu:0"):
-        completed = tf.Variable(
-            initial_epoch, dtype=tf.int64, trainable=False, name="completed_epochs"
-        )
+def _sampled(repeated, counts, schedule, temperature, num_epochs, steps, seed, completed):
+    """Choose-from-datasets with an epoch-aware, seeded choice sequence;
+    `completed` is the 0-based epoch the next iteration draws for."""
     log_sizes = tf.constant(np.log(np.asarray(counts, np.float64)), tf.float64)
     if schedule == "annealed":
         decay = 0.0 if num_epochs == 1 else ANNEALED_DECAY / (num_epochs - 1)

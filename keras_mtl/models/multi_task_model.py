@@ -65,6 +65,7 @@ from keras_mtl.models.step_checks import check_input_arrays
 from keras_mtl.models.targets import check_arrays
 from keras_mtl.models.targets import prepare
 from keras_mtl.preprocessing import ImagePreprocessing
+from keras_mtl.training.callbacks import ScheduleEpochs
 from keras_mtl.training.callbacks import StepGuard
 from keras_mtl.training.callbacks import WeightingEpochs
 
@@ -348,7 +349,8 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         self._check_monitors(callbacks, validation_data)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
             self._check_arrays(validation_data, {}, "in `validation_data`")
-        callbacks, validation_data = self.fit_callbacks(callbacks, validation_data, kwargs)
+        callbacks, validation_data = self.fit_callbacks(
+            callbacks, validation_data, kwargs, x=args[0] if args else kwargs.get("x"))
         try:
             return super().fit(
                 *args, callbacks=callbacks, validation_data=validation_data, **kwargs
@@ -451,12 +453,18 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         hidden = {id(state.checks), id(state.weight_tracker)} if state is not None else set()
         return [m.name for m in self.metrics if id(m) not in hidden]
 
-    def fit_callbacks(self, callbacks, validation_data, fit_kwargs, require_labels=True):
+    def fit_callbacks(self, callbacks, validation_data, fit_kwargs, require_labels=True, x=None):
         """The callbacks `fit` puts before the user's, and the validation
         data left for Keras (`fit_kwargs` loses `validation_freq` when the
         sources are validated here). `require_labels=False` accepts epochs
-        without any labelled example (a `Distiller` trains on its teachers)."""
+        without any labelled example (a `Distiller` trains on its teachers);
+        `x` is the training data."""
         callbacks = list(callbacks or [])
+        sources = validation_data.values() if isinstance(validation_data, dict) else []
+        schedules = ScheduleEpochs.of(x, validation_data, *sources)
+        if schedules is not None:
+            # Interleaved datasets draw their sources by epoch.
+            callbacks.insert(0, schedules)
         if isinstance(validation_data, dict):
             # {source: dataset}: evaluated source by source at epoch end
             # (`val_<source>_<task>_<metric>`), before any callback that may

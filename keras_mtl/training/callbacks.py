@@ -10,6 +10,8 @@
   for the arithmetic.
 - `WeightingEpochs`: forwards epoch events to the weighting (DWA's epoch
   losses), before checkpoints save its state.
+- `ScheduleEpochs`: tells interleaved datasets the epoch that starts (their
+  sampling schedules draw by epoch), so that resumed runs draw the same.
 """
 
 import math
@@ -176,3 +178,57 @@ class WeightingEpochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.weighting.on_epoch_end(epoch)
+
+
+class ScheduleEpochs(keras.callbacks.Callback):
+    """Tells interleaved datasets which epoch starts, so that a sampling
+    schedule draws epoch e's sources in epoch e, resumed runs included.
+
+    `MultiTaskModel.fit` adds it for the datasets `keras_mtl.data.interleave`
+    returned (training data, validation data); pass it yourself for a
+    dataset you transformed further, or to a plain Keras model:
+
+    >>> import keras, tensorflow as tf, keras_mtl
+    >>> def source(task, n):
+    ...     return tf.data.Dataset.from_tensor_slices(
+    ...         (tf.ones((n, 2)), {task: tf.ones((n, 1))})).batch(2)
+    >>> mixed = keras_mtl.data.interleave(
+    ...     {"a": source("a", 8), "b": source("b", 4)}, "temperature", temperature=2.0, seed=0)
+    >>> trunk = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> model = keras_mtl.MultiTaskModel(
+    ...     trunk, [keras_mtl.tasks.Regression("a"), keras_mtl.tasks.Regression("b")])
+    >>> model.compile(optimizer="sgd")
+    >>> history = model.fit(mixed.map(lambda x, y, w: (2.0 * x, y, w)), epochs=2, verbose=0,
+    ...                     callbacks=[keras_mtl.data.ScheduleEpochs(mixed)])
+    >>> int(mixed.schedule_epoch.numpy())  # the epoch a next pass would draw for
+    2
+
+    Args:
+        *datasets: Datasets returned by `keras_mtl.data.interleave`.
+    """
+
+    def __init__(self, *datasets):
+        super().__init__()
+        self.epochs = []
+        for i, dataset in enumerate(datasets):
+            if not hasattr(dataset, "schedule_epoch"):
+                raise ValueError(
+                    f"Invalid value received for argument `datasets[{i}]` of "
+                    "`ScheduleEpochs`: expected a dataset returned by "
+                    "`keras_mtl.data.interleave` (a transformed one loses its "
+                    "`schedule_epoch`; pass the one `interleave` returned). "
+                    f"Received: {type(dataset).__name__}"
+                )
+            if dataset.schedule_epoch is not None:  # round-robin: nothing drawn
+                self.epochs.append(dataset.schedule_epoch)
+
+    @classmethod
+    def of(cls, *candidates):
+        """The callback for those of `candidates` that are interleaved
+        datasets (anything else is skipped), or `None` if none is."""
+        found = [c for c in candidates if getattr(c, "schedule_epoch", None) is not None]
+        return cls(*found) if found else None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for variable in self.epochs:
+            variable.assign(epoch)
