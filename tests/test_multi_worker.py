@@ -1,7 +1,9 @@
 """Multi-worker training: two worker processes on 127.0.0.1 with TF_CONFIG
 and `tf.distribute.MultiWorkerMirroredStrategy` match one worker on the same
 global batches, with a gradient-level method (its per-task gradients, or
-the representation's Gram matrix, are all-reduced across workers)."""
+the representation's Gram matrix, are all-reduced across workers) and a
+loss-level one; and plain Keras still failing there (keras-team/keras#20585),
+which `keras_mtl._keras_compat` works around."""
 
 import os
 import socket
@@ -30,9 +32,8 @@ def load(path):
         return [values[f"arr_{i}"] for i in range(len(values.files))]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method, mode", [("mgda", "params"), ("pcgrad", "representation")])
-def test_two_workers_match_one(method, mode, tmp_path):
+def run_workers(tmp_path, method, mode):
+    """Two workers of one cluster; their stdout, after each exited 0."""
     # oneDNN's CPU kernels are not deterministic from process to process.
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
     env.pop("TF_CONFIG", None)
@@ -44,14 +45,23 @@ def test_two_workers_match_one(method, mode, tmp_path):
         )
         for i in range(2)
     ]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs], env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method, mode", [("uncertainty", "loss"), ("mgda", "params"), ("pcgrad", "representation")])
+def test_two_workers_match_one(method, mode, tmp_path):
+    outputs, env = run_workers(tmp_path, method, mode)
+    for out in outputs:
+        assert "REPLICAS 2" in out, out
     single = subprocess.run(
         [sys.executable, SCRIPT, str(tmp_path), method, mode, "single"],
         capture_output=True, text=True, env=env, timeout=600,
     )
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-3000:]
-        assert "REPLICAS 2" in out, out
     assert single.returncode == 0, single.stderr[-3000:]
     expected = load(tmp_path / "single.npz")
     for i in range(2):
@@ -59,3 +69,15 @@ def test_two_workers_match_one(method, mode, tmp_path):
         assert len(trained) == len(expected)
         for a, b in zip(trained, expected):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_plain_keras_still_fails_where_the_compatibility_module_works_around(tmp_path):
+    # keras_mtl._keras_compat.MultiWorkerBuild and multi_worker_logs exist
+    # because Keras' own fit fails under MultiWorkerMirroredStrategy
+    # (keras-team/keras#20585). When this fails, Keras has changed: check
+    # whether the workaround can go.
+    outputs, _ = run_workers(tmp_path, "plain", "-")
+    for out in outputs:
+        assert "PLAIN ValueError ['_maybe_symbolic_build'] Attempt to convert a value (PerReplica" \
+            in out, out
