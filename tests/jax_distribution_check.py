@@ -1,7 +1,8 @@
-"""Child process for tests/test_distributed.py: JAX `keras.distribution.DataParallel`
+"""Child process for tests/test_distributed_jax.py: JAX `keras.distribution.DataParallel`
 on 2 host devices vs no distribution, same global batches.
 
-Usage: python jax_distribution_check.py [--model-parallel] METHOD [METHOD ...]
+Usage: KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+    python jax_distribution_check.py [--model-parallel] METHOD [METHOD ...]
 (a registry name; "name:mode" picks a gradient-level method's mode).
 `--model-parallel`: `keras.distribution.ModelParallel` instead, on a 1 x 2
 mesh whose "model" axis splits the trunk's convolutions by output channel. Trains each method as
@@ -10,19 +11,13 @@ difference (`distribution_cases.difference`) of the trained variables and of
 the weighting's state as `MAXDIFF <method> <value>`.
 """
 
-import os
 import sys
 
-os.environ["KERAS_BACKEND"] = "jax"
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-).strip()
+import jax
+import keras
+import numpy as np
 
-import jax  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from distribution_cases import EPOCHS, data, difference, model  # noqa: E402
+from distribution_cases import EPOCHS, data, difference, model
 
 
 def train(method, mode, x, y, distribution):
@@ -49,6 +44,7 @@ def model_parallel(devices):
 
 
 def main(*cases):
+    assert keras.backend.backend() == "jax", keras.backend.backend()
     devices = jax.devices("cpu")
     assert len(devices) == 2, devices
     x, y = data()

@@ -1,4 +1,5 @@
-"""Every weighting method is exact under tf.distribute (2 replicas == 1):
+"""Every weighting method is exact under tf.distribute (2 replicas == 1)
+(JAX's keras.distribution: tests/test_distributed_jax.py):
 the trained variables, and the method's state on each replica.
 
 Each method runs in its own child process (logical devices must be set
@@ -62,39 +63,3 @@ def test_every_loss_level_method_two_replicas_match_one():
 @pytest.mark.parametrize("mode, method", CASES)
 def test_two_replicas_match_one(mode, method):
     assert run_check(mode, [method])[method] < 1e-5
-
-
-#: JAX under `keras.distribution.DataParallel` on 2 host devices: the step is
-#: one SPMD program over the global batch (XLA inserts the reductions), so
-#: being exact does not depend on the method. These cases cover each kind of
-#: step (every method and mode ran exact in one go when this was written:
-#: 42 cases, largest difference 1.1e-6): stateful loss-level methods (FAMO's
-#: optimizer, DWA's epoch-end weights), a Gram-dependent method in both modes,
-#: Nash-MTL's reuse steps (a conditional) and gradient samples (SDMGrad).
-JAX_CASES = ["famo", "dynamic_weight_average", "normalised:params",
-             "normalised:representation", "nash_mtl_every2:params", "sdmgrad:params"]
-
-
-def run_jax_check(*arguments):
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_distribution_check.py"), *arguments],
-        capture_output=True, text=True, timeout=1800,
-        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": HERE},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {line.split()[1]: float(line.split()[2])
-            for line in result.stdout.splitlines() if line.startswith("MAXDIFF")}
-
-
-@pytest.mark.slow
-def test_jax_data_parallel_matches_one_device():
-    found = run_jax_check(*JAX_CASES)
-    assert set(found) == set(JAX_CASES) and max(found.values()) < 1e-5, found
-
-
-@pytest.mark.slow
-def test_jax_model_parallel_matches_one_device():
-    # The trunk's kernels split over a "model" mesh axis (a layout map).
-    cases = ["equal", "pcgrad:params", "mgda:representation"]
-    found = run_jax_check("--model-parallel", *cases)
-    assert set(found) == set(cases) and max(found.values()) < 1e-5, found

@@ -54,6 +54,16 @@ as the buffer fills. The direction is unaffected (the same factor for every
 task). LibMTL does the same. (The update here is the official code's: the
 paper's own text, its Algorithm 1, was not at hand when this was written.)
 
+With Adam. The buffer is a momentum of its own, under Adam's: at larger
+learning rates the two lags add up. Measured on a SchNet trunk learning
+three atom-count targets (10 epochs of 8 steps, Adam 3e-3): `beta=0.9`
+barely learns (the three losses from about 1.0 to 0.82, 0.86, 0.99), where
+Equal reaches 0.25, 0.06, 0.15 and `beta=0` (no average) 0.04, 0.06, 0.05;
+with plain SGD `beta=0.9` and `beta=0` learn alike. It is the method's
+dynamics (PCGrad and MGDA in params mode learn on the same trunk), and what
+QM9 (`benchmarks/bench_qm9.py`, Adam 1e-3, at most 25 short epochs) shows
+too. With Adam, try a smaller `beta` or learning rate.
+
 Deviations from LibMTL, and why:
 
 - LibMTL takes `log(L_t + 1e-8)`; here `log L_t` exactly (or `log(L_t - m_t)`,
