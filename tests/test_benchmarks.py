@@ -37,19 +37,21 @@ def test_gradient_overhead_times_the_params_mode_floor():
     import bench_gradient_overhead
 
     x, _ = bench_gradient_overhead.data(bench_gradient_overhead.reference_tasks(3), 4)
-    times = bench_gradient_overhead.trunk_times(x, 2, [2, 3])
+    times = bench_gradient_overhead.trunk_times(x, 2, [2, 3], backward_counts=[6, 9])
     assert sorted(times) == sorted([
         "forward", "forward_backward", "backward_T2", "stacked_T2", "backward_T3", "stacked_T3",
+        "backward_T6", "backward_T9",
     ])
+    assert bench_gradient_overhead.SAMPLES == [3]  # SDMGrad's and MoDo's
     assert all(t > 0 for t in times.values())
 
 
 def test_gradient_overhead_report_reads_each_row_against_its_goal():
     import bench_gradient_overhead
 
-    def row(method, mode, ratio):
+    def row(method, mode, ratio, samples=1):
         return {"method": method, "mode": mode, "ratio": ratio, "libmtl": None,
-                "vs_libmtl": None}
+                "vs_libmtl": None, "samples": samples}
 
     trunk = {"forward": 1.0, "forward_backward": 3.0, "stacked_T3": 9.0}
     results = {
@@ -57,7 +59,9 @@ def test_gradient_overhead_report_reads_each_row_against_its_goal():
         "trunk_ms": {"reference": trunk, "hydranet": trunk},
         "reference_T3": {
             "equal_step_ms": 10.0, "equal_vs_no_weighting": 1.0, "params_floor": 2.0,
+            "sample_floors": {"3": 4.0},
             "ratios": [row("PCGrad", "params", 2.1), row("CAGrad", "params", 2.2),
+                       row("SDMGrad", "params", 4.1, samples=3),
                        row("PCGrad", "representation", 1.06),
                        row("NashMTL, update_every=2", "params", 3.0)],
         },
@@ -71,5 +75,8 @@ def test_gradient_overhead_report_reads_each_row_against_its_goal():
     # 2.1 / 2.0 = 1.05 meets the params goal; 2.2 / 2.0 = 1.10 does not.
     assert cells("| PCGrad                  | params")[3:6] == ["1.050", "<= 1.05 x floor", "yes"]
     assert cells("| CAGrad")[3:6] == ["1.100", "<= 1.05 x floor", "NO"]
+    # 3 samples per task: against the floor of 3T backward passes.
+    assert cells("| SDMGrad")[3:6] == ["1.025", "<= 1.05 x floor", "yes"]
+    assert "(3 samples per task: 4.00)" in "\n".join(lines)
     assert cells("| PCGrad                  | repr")[3:6] == ["", "<= 1.05", "NO"]
     assert cells("| NashMTL, update_every=2")[3:6] == ["", "", ""]
