@@ -91,6 +91,18 @@ def make_weighting(name, tasks, **overrides):
     return cls(**{**arguments, **overrides})
 
 
+def load_example(name):
+    """`examples/<name>.py` as a module (its `main` is the script's)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def registered_methods(level=None):
     """The registry names of keras_mtl's own methods (pytest parameters).
 

@@ -2,26 +2,16 @@
 TensorFlow (MirroredStrategy) and JAX (DataParallel), each engine in a
 process of its own."""
 
-import importlib.util
-import pathlib
-
 import keras
 import pytest
 
+from conftest import load_example
+
 pytestmark = pytest.mark.slow  # two child processes, each training two models
-
-PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "distributed.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("distributed_example", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_both_engines_give_the_one_device_update(capsys):
-    example = load_example()
+    example = load_example("distributed")
     results = example.main(["--examples", "32", "--batch-size", "16", "--epochs", "1",
                             "--method", "uncertainty"])
     assert set(results) == {"tensorflow", "jax"}
@@ -34,4 +24,4 @@ def test_both_engines_give_the_one_device_update(capsys):
 def test_an_engine_other_than_this_process_backend_is_refused():
     other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
     with pytest.raises(SystemExit, match=f"--engine {other} needs KERAS_BACKEND={other}"):
-        load_example().main(["--engine", other])
+        load_example("distributed").main(["--engine", other])

@@ -1,21 +1,16 @@
 """examples/qm9_multitask.py at tiny sizes on a QM9-format file written here."""
 
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
 
+from conftest import load_example
 from test_bench_qm9 import write_molecules
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "qm9_multitask.py"
 
 
 @pytest.mark.slow  # `make test-slow`
 def test_qm9_example_trains_eleven_heads_in_the_targets_units(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("qm9_multitask", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("qm9_multitask")
     data = write_molecules(str(tmp_path), 80)
     history, logs = example.main([
         "--path", data, "--split-sizes", "16", "--molecules", "48", "--held-out", "16",

@@ -1,20 +1,11 @@
 """The movie + yelp round-robin example, offline on tfds' mock data."""
 
-import importlib.util
-import pathlib
 
 import pytest
 
+from conftest import load_example
+
 tfds = pytest.importorskip("tensorflow_datasets")
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "reviews_round_robin.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("reviews_round_robin", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_datasets_exist_in_tfds():
@@ -23,7 +14,7 @@ def test_the_datasets_exist_in_tfds():
 
 
 def test_reviews_round_robin_trains_offline_on_mock_data(capsys):
-    example = _load_example()
+    example = load_example("reviews_round_robin")
     with tfds.testing.mock_data(num_examples=48):
         history = example.main([
             "--epochs", "2", "--batch-size", "16", "--max-examples", "0",
@@ -48,7 +39,7 @@ def test_reviews_round_robin_trains_offline_on_mock_data(capsys):
 def test_reviews_with_a_keras_hub_bert_encoder():
     # The same story with a keras-hub text backbone built from its config:
     # three inputs made in the tf.data pipeline, heads on `pooled_output`.
-    example = _load_example()
+    example = load_example("reviews_round_robin")
     with tfds.testing.mock_data(num_examples=32):
         history = example.main([
             "--epochs", "1", "--batch-size", "16", "--max-examples", "0",

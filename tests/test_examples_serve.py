@@ -1,26 +1,17 @@
 """The serving example, offline: train briefly, export, answer REST bodies."""
 
-import importlib.util
 import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "serve_savedmodel.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("serve_savedmodel", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example
 
 
 @pytest.mark.slow  # long: `make test-slow` runs it
 def test_serve_example_exports_and_answers_the_client_request(tmp_path, capsys):
-    example = _load_example()
+    example = load_example("serve_savedmodel")
     result = example.main(["--quick", "--output", str(tmp_path), "--model-name", "hydra",
                            "--instances", "3", "--verbose", "0"])
     out = capsys.readouterr().out
@@ -58,7 +49,7 @@ def test_serve_example_exports_and_answers_the_client_request(tmp_path, capsys):
 
 
 def test_serve_example_rejects_bad_arguments(tmp_path):
-    example = _load_example()
+    example = load_example("serve_savedmodel")
     with pytest.raises(SystemExit):
         example.main(["--instances", "0", "--output", str(tmp_path)])
     assert os.listdir(tmp_path) == []

@@ -6,29 +6,18 @@
 - `examples/cifar10_animal.py` on tensorflow-datasets' mock data.
 """
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from conftest import load_example
 
 # Long (each trains models): `make test-slow` runs them.
 pytestmark = pytest.mark.slow
 
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_shapes_dense_compares_methods_with_single_task_baselines(capsys):
-    example = _load_example("shapes_dense")
+    example = load_example("shapes_dense")
     results = example.main([
         "--quick", "--tasks", "shape,depth", "--methods", "mgda",
         "--examples", "32", "--test-examples", "16", "--batch-size", "16", "--verbose", "0",
@@ -46,7 +35,7 @@ def test_shapes_dense_compares_methods_with_single_task_baselines(capsys):
 
 @pytest.mark.slow
 def test_shapes_dense_runs_every_default_method(capsys):
-    example = _load_example("shapes_dense")
+    example = load_example("shapes_dense")
     results = example.main(["--quick", "--verbose", "0"])
     assert list(results["multi_task"]) == ["equal", "uncertainty", "dwa", "pcgrad", "mgda"]
     assert set(results["single_task"]) == {"shape", "segmentation", "depth"}
@@ -62,7 +51,7 @@ def test_shapes_dense_runs_every_default_method(capsys):
     ],
 )
 def test_shapes_dense_bad_arguments_exit_2(argv, message, capsys):
-    example = _load_example("shapes_dense")
+    example = load_example("shapes_dense")
     with pytest.raises(SystemExit) as raised:
         example.main(argv)
     assert raised.value.code == 2
@@ -70,7 +59,7 @@ def test_shapes_dense_bad_arguments_exit_2(argv, message, capsys):
 
 
 def test_digit_pairs_multi_task_vs_single_task(capsys):
-    example = _load_example("digit_pairs")
+    example = load_example("digit_pairs")
     results = example.main([
         "--quick", "--methods", "equal", "--examples", "64", "--test-examples", "32",
         "--batch-size", "32", "--verbose", "0",
@@ -96,7 +85,7 @@ def _write_utkface_folder(folder, n=24, seed=0):
 
 def test_utkface_hydranet_trains_on_a_folder(tmp_path, capsys):
     _write_utkface_folder(tmp_path)
-    example = _load_example("utkface_hydranet")
+    example = load_example("utkface_hydranet")
     with pytest.warns(UserWarning, match="UTKFace: skipped 1 of 25 files"):
         history = example.main([
             "--data_dir", str(tmp_path), "--quick", "--batch-size", "8", "--verbose", "0",
@@ -114,7 +103,7 @@ def test_utkface_hydranet_trains_on_a_folder(tmp_path, capsys):
 
 
 def test_utkface_hydranet_rejects_an_unknown_weighting(tmp_path, capsys):
-    example = _load_example("utkface_hydranet")
+    example = load_example("utkface_hydranet")
     with pytest.raises(SystemExit) as raised:
         example.main(["--data-dir", str(tmp_path), "--weighting", "gradnrom"])
     assert raised.value.code == 2
@@ -122,7 +111,7 @@ def test_utkface_hydranet_rejects_an_unknown_weighting(tmp_path, capsys):
 
 
 def test_utkface_hydranet_missing_folder_exits_2(tmp_path, capsys):
-    example = _load_example("utkface_hydranet")
+    example = load_example("utkface_hydranet")
     with pytest.raises(SystemExit) as raised:
         example.main(["--data-dir", str(tmp_path / "UTKFace"), "--quick"])
     assert raised.value.code == 2
@@ -131,7 +120,7 @@ def test_utkface_hydranet_missing_folder_exits_2(tmp_path, capsys):
 
 def test_cifar10_animal_trains_offline_on_mock_data(capsys):
     tfds = pytest.importorskip("tensorflow_datasets")
-    example = _load_example("cifar10_animal")
+    example = load_example("cifar10_animal")
     with tfds.testing.mock_data(num_examples=32):
         history, test = example.main(["--quick", "--batch-size", "16", "--verbose", "0",
                                       "--weighting", "uncertainty"])
@@ -144,7 +133,7 @@ def test_cifar10_animal_trains_offline_on_mock_data(capsys):
 
 
 def test_architectures_compares_sharing_schemes_with_single_task_baselines(capsys):
-    example = _load_example("architectures")
+    example = load_example("architectures")
     results = example.main([
         "--quick", "--architectures", "mmoe,cross_stitch", "--examples", "32",
         "--test-examples", "16", "--batch-size", "16", "--verbose", "0",

@@ -1,24 +1,15 @@
 """`examples/tune_hydranet.py` runs offline (`--quick`)."""
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "tune_hydranet.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("tune_hydranet", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example
 
 
 @pytest.mark.slow  # long: `make test-slow` runs it
 def test_quick_bayesian_search(tmp_path, capsys):
-    example = _load_example()
+    example = load_example("tune_hydranet")
     result = example.main(["--quick", "--tuner", "bayesian", "--directory", str(tmp_path),
                            "--verbose", "0"])
     out = capsys.readouterr().out
@@ -41,7 +32,7 @@ def test_the_other_tuners(tuner, cls, tmp_path):
     # real search in test_tuning.py); here: the flags reach KerasTuner.
     from keras_mtl import tuning
 
-    example = _load_example()
+    example = load_example("tune_hydranet")
     args = example.parse_args(["--tuner", tuner, "--epochs", "3", "--trials", "2",
                                "--directory", str(tmp_path)])
     hypermodel = tuning.MultiTaskHyperModel(
