@@ -339,8 +339,7 @@ class Distiller(keras.Model):
         # The callbacks `MultiTaskModel.fit` adds, in the same order. An
         # epoch without labels is valid here: the teachers' targets train.
         callbacks, validation_data = self.student.fit_callbacks(
-            callbacks, validation_data, kwargs, require_labels=False,
-            x=args[0] if args else kwargs.get("x"))
+            callbacks, validation_data, kwargs, require_labels=False, fit_args=args)
         return super().fit(
             *args, callbacks=callbacks, validation_data=validation_data, **kwargs
         )

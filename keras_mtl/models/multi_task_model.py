@@ -350,7 +350,7 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3):
             self._check_arrays(validation_data, {}, "in `validation_data`")
         callbacks, validation_data = self.fit_callbacks(
-            callbacks, validation_data, kwargs, x=args[0] if args else kwargs.get("x"))
+            callbacks, validation_data, kwargs, fit_args=args)
         try:
             return super().fit(
                 *args, callbacks=callbacks, validation_data=validation_data, **kwargs
@@ -453,13 +453,15 @@ class MultiTaskModel(_keras_compat.MultiWorkerBuild, keras.Model):
         hidden = {id(state.checks), id(state.weight_tracker)} if state is not None else set()
         return [m.name for m in self.metrics if id(m) not in hidden]
 
-    def fit_callbacks(self, callbacks, validation_data, fit_kwargs, require_labels=True, x=None):
+    def fit_callbacks(self, callbacks, validation_data, fit_kwargs, require_labels=True,
+                      fit_args=()):
         """The callbacks `fit` puts before the user's, and the validation
         data left for Keras (`fit_kwargs` loses `validation_freq` when the
         sources are validated here). `require_labels=False` accepts epochs
         without any labelled example (a `Distiller` trains on its teachers);
-        `x` is the training data."""
+        `fit_args` are `fit`'s positional arguments (the training data)."""
         callbacks = list(callbacks or [])
+        x = fit_args[0] if fit_args else fit_kwargs.get("x")
         sources = validation_data.values() if isinstance(validation_data, dict) else []
         schedules = ScheduleEpochs.of(x, validation_data, *sources)
         if schedules is not None:
